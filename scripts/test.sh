@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The one test command: install what the tests need, then run every test.
+# README.md and .ci/run both call this, so a newcomer runs what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real FTPS/SMTP servers for the interop tier come from Debian; installing
+# them needs root (CI runs as root). Without root the fast tier still runs.
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/install-test-deps.sh
+else
+    echo "test.sh: not root, skipping package installation (interop tests need it)" >&2
+fi
+
+cargo test --all-targets "$@"

@@ -1,0 +1,58 @@
+//! The command line, as SPEC.md gives it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Scheduled, verified FTPS transfers for EDI and claims exchange"
+)]
+pub struct Cli {
+    /// The agent settings file; jobs are read from jobs/ beside it.
+    #[arg(long, global = true, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate ferry.yaml and every job; print each job with its next 3 run times.
+    Check,
+    /// Run the agent: schedules and watches, until SIGINT or SIGTERM.
+    Run,
+    /// Run the named jobs now, once each, and exit.
+    Once {
+        /// Job names (file stems in jobs/).
+        #[arg(required = true, value_name = "JOB")]
+        jobs: Vec<String>,
+    },
+    /// Connect, negotiate TLS and log in; print what the server presents.
+    Ping {
+        /// A server name from ferry.yaml.
+        #[arg(value_name = "SERVER")]
+        server: String,
+    },
+    /// Per job: last run, its result, next run, files waiting or failing.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transfers, newest first.
+    History {
+        /// Only this job's transfers.
+        #[arg(long, value_name = "JOB")]
+        job: Option<String>,
+        /// At most this many transfers (0: all).
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}

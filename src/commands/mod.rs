@@ -1,0 +1,125 @@
+//! One function per command. Each returns an [`Outcome`] or an error; only
+//! `main` turns those into exit codes.
+
+mod check;
+mod report;
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config};
+use crate::ledger::StateLock;
+
+/// How a command that ran to its end went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: at least one file failed to transfer.
+    FilesFailed,
+}
+
+/// Bad usage that clap cannot see (an unknown job name, a command not built
+/// yet): exit 2, nothing transferred.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs one command line, writing its report to `out`.
+pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let path = config::locate(cli.config);
+    match cli.command {
+        Command::Check => check::check(&path, out),
+        Command::Run => {
+            let cfg = load(&path)?;
+            let _lock = StateLock::acquire(&cfg.state_dir, "run")?;
+            Err(not_built(
+                "run",
+                "the agent (schedules and watched folders)",
+            ))
+        }
+        Command::Once { jobs } => {
+            let cfg = load(&path)?;
+            known_jobs(&cfg, &jobs)?;
+            let _lock = StateLock::acquire(&cfg.state_dir, "once")?;
+            Err(not_built("once", "the transfer engine"))
+        }
+        Command::Ping { server } => {
+            let cfg = load(&path)?;
+            if !cfg.servers.contains_key(&server) {
+                return Err(UsageError(format!(
+                    "unknown server '{server}', expected one of {}",
+                    names(cfg.servers.keys())
+                ))
+                .into());
+            }
+            Err(not_built("ping", "the FTPS transport"))
+        }
+        Command::Status { json } => {
+            let cfg = load(&path)?;
+            report::status(&cfg, json, out)
+        }
+        Command::History { job, limit, json } => {
+            let cfg = load(&path)?;
+            report::history(&cfg, job.as_deref(), limit, json, out)
+        }
+    }
+}
+
+/// Loads and validates the configuration and starts logging as it says.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let cfg = config::load(path)?;
+    crate::logging::init(&cfg.log);
+    Ok(cfg)
+}
+
+fn known_jobs(cfg: &Config, jobs: &[String]) -> anyhow::Result<()> {
+    let unknown: Vec<&str> = jobs
+        .iter()
+        .filter(|j| !cfg.jobs.contains_key(*j))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "unknown job{} {}, expected one of {}",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown
+            .iter()
+            .map(|j| format!("'{j}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        names(cfg.jobs.keys())
+    ))
+    .into())
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "(none configured)".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn not_built(command: &str, engine: &str) -> anyhow::Error {
+    UsageError(format!(
+        "'ferry {command}' is not available yet: {engine} is not built in this version; nothing was transferred"
+    ))
+    .into()
+}
+
+/// The path as the operator should read it: relative paths stay relative.
+pub(crate) fn shown(p: &Path) -> String {
+    let s = p.display().to_string();
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
+}
+
+pub(crate) fn write_all(out: &mut dyn Write, s: &str) -> anyhow::Result<()> {
+    out.write_all(s.as_bytes()).context("writing output")
+}

@@ -1,0 +1,271 @@
+//! `ferry status` and `ferry history`: what the ledger knows, as a table or JSON.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Outcome, write_all};
+use crate::config::{Config, Direction, Job};
+use crate::ledger::{HistoryQuery, Ledger};
+
+#[derive(Debug, Serialize)]
+struct JobStatus {
+    job: String,
+    direction: Direction,
+    server: String,
+    /// `running` or `idle`.
+    state: &'static str,
+    last_run: Option<LastRun>,
+    next_run: Option<String>,
+    /// Files ready to go (push: in local_dir and not yet delivered; pull: begun, not finished).
+    waiting: u64,
+    /// Files whose last attempt failed.
+    failed: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct LastRun {
+    started_at: String,
+    finished_at: Option<String>,
+    result: String,
+    files_ok: u64,
+    files_failed: u64,
+    bytes: u64,
+    error: Option<String>,
+}
+
+impl serde::Serialize for Direction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let ledger = Ledger::open_existing(&cfg.state_dir)?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    for job in cfg.jobs.values() {
+        let (last, counts) = match &ledger {
+            Some(l) => (l.last_run(&job.name)?, l.open_counts(&job.name)?),
+            None => (None, Default::default()),
+        };
+        let waiting = match job.direction {
+            Direction::Push => waiting_locally(job, ledger.as_ref())?,
+            Direction::Pull => counts.pending,
+        };
+        rows.push(JobStatus {
+            job: job.name.clone(),
+            direction: job.direction,
+            server: job.server.name.clone(),
+            state: if last.as_ref().is_some_and(|r| r.status == "running") {
+                "running"
+            } else {
+                "idle"
+            },
+            last_run: last.map(|r| LastRun {
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                result: r.status,
+                files_ok: r.files_ok,
+                files_failed: r.files_failed,
+                bytes: r.bytes,
+                error: r.error,
+            }),
+            next_run: job
+                .schedule
+                .as_ref()
+                .and_then(|s| s.next_after(now))
+                .map(crate::ledger::rfc3339),
+            waiting,
+            failed: counts.failed,
+        });
+    }
+    if json {
+        write_all(out, &(serde_json::to_string_pretty(&rows)? + "\n"))?;
+        return Ok(Outcome::Success);
+    }
+    if rows.is_empty() {
+        write_all(out, "no jobs configured\n")?;
+        return Ok(Outcome::Success);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.job.clone(),
+                r.direction.as_str().to_string(),
+                r.state.to_string(),
+                r.last_run
+                    .as_ref()
+                    .map_or("never".to_string(), |l| short_time(&l.started_at)),
+                r.last_run.as_ref().map_or("-".to_string(), |l| {
+                    format!(
+                        "{} ({} ok, {} failed)",
+                        l.result, l.files_ok, l.files_failed
+                    )
+                }),
+                r.next_run
+                    .as_deref()
+                    .map_or_else(|| next_without_schedule(cfg, &r.job), short_time),
+                r.waiting.to_string(),
+                r.failed.to_string(),
+            ]
+        })
+        .collect();
+    write_all(
+        out,
+        &render_table(
+            &[
+                "JOB",
+                "DIR",
+                "STATE",
+                "LAST RUN (UTC)",
+                "RESULT",
+                "NEXT RUN (UTC)",
+                "WAITING",
+                "FAILED",
+            ],
+            &table,
+        ),
+    )?;
+    Ok(Outcome::Success)
+}
+
+fn next_without_schedule(cfg: &Config, job: &str) -> String {
+    match cfg.jobs.get(job) {
+        Some(j) if j.watch() => "on file arrival".to_string(),
+        _ => "only with once".to_string(),
+    }
+}
+
+/// Files in a push job's folder that would be picked up and are not recorded as delivered.
+fn waiting_locally(job: &Job, ledger: Option<&Ledger>) -> anyhow::Result<u64> {
+    let Ok(entries) = std::fs::read_dir(&job.local_dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || !job.filter.matches(&name) {
+            continue;
+        }
+        let mtime: DateTime<Utc> = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into();
+        let delivered = match ledger {
+            Some(l) => l.is_delivered(&job.name, &name, meta.len(), mtime)?,
+            None => false,
+        };
+        if !delivered {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub fn history(
+    cfg: &Config,
+    job: Option<&str>,
+    limit: usize,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let transfers = match Ledger::open_existing(&cfg.state_dir)? {
+        Some(l) => l.history(&HistoryQuery { job, limit })?,
+        None => Vec::new(),
+    };
+    if json {
+        write_all(out, &(serde_json::to_string_pretty(&transfers)? + "\n"))?;
+        return Ok(Outcome::Success);
+    }
+    if transfers.is_empty() {
+        write_all(out, "no transfers recorded yet\n")?;
+        return Ok(Outcome::Success);
+    }
+    let rows: Vec<Vec<String>> = transfers
+        .iter()
+        .map(|t| {
+            vec![
+                t.started_at.as_deref().map_or("-".to_string(), short_time),
+                t.job.clone(),
+                t.direction.clone(),
+                t.file.clone(),
+                t.bytes.to_string(),
+                t.status.to_string(),
+                t.verified.as_str().to_string(),
+                t.attempts.to_string(),
+            ]
+        })
+        .collect();
+    let mut s = render_table(
+        &[
+            "STARTED (UTC)",
+            "JOB",
+            "DIR",
+            "FILE",
+            "BYTES",
+            "STATUS",
+            "VERIFIED",
+            "TRIES",
+        ],
+        &rows,
+    );
+    for t in transfers.iter().filter(|t| t.error.is_some()) {
+        s.push_str(&format!(
+            "{} {}: {}\n",
+            t.job,
+            t.file,
+            t.error.as_deref().unwrap_or_default()
+        ));
+    }
+    write_all(out, &s)?;
+    Ok(Outcome::Success)
+}
+
+/// `2026-11-24T01:40:20.123Z` -> `2026-11-24 01:40:20`.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
+}
+
+/// Left-aligned columns, two spaces apart; numbers right-aligned.
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let numeric: Vec<bool> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .all(|r| r[i].chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect();
+    let mut s = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if numeric[i] {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                if i + 1 < cells.len() {
+                    l.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        s.push_str(l.trim_end());
+        s.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    s
+}

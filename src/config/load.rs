@@ -1,0 +1,1035 @@
+//! Reading and validating `ferry.yaml` and `jobs/*.yaml`.
+//!
+//! Each file is parsed strictly (unknown fields, duplicate keys and YAML 1.1
+//! booleans are errors), then every value is checked and converted; all
+//! problems of all files are collected before the load fails.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::de::DeserializeOwned;
+use serde_saphyr::{DuplicateKeyPolicy, Location};
+
+use super::error::{ConfigError, ConfigErrors, from_yaml};
+use super::raw::{self, At};
+use super::types::*;
+use crate::schedule::Schedule;
+
+/// Configuration files larger than this are refused before parsing.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Loads and validates the configuration at `path` and every job beside it.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let config = load_into(path, &mut errors);
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
+    let doc: raw::AgentFile = parse_file(path, true, errors)?;
+    let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let mut cx = Cx {
+        file: path,
+        dir: &dir,
+        errors,
+    };
+
+    let state_dir = match &doc.state_dir {
+        Some(v) => cx.path(v),
+        None => Some(normalize(&dir.join("state"))),
+    };
+    let jobs_dir = match &doc.jobs_dir {
+        Some(v) => cx.path(v),
+        None => Some(normalize(&dir.join("jobs"))),
+    };
+    let log = cx.log(doc.log.as_ref());
+    let defaults = cx.defaults(doc.defaults.as_ref());
+    let mut servers = BTreeMap::new();
+    for (name, s) in &doc.servers {
+        if let Some(server) = cx.server(name, s) {
+            servers.insert(name.clone(), Arc::new(server));
+        }
+    }
+    let mail = doc.mail.as_ref().and_then(|m| cx.mail(m));
+
+    let (state_dir, jobs_dir, defaults) = match (state_dir, jobs_dir, defaults) {
+        (Some(s), Some(j), Some(d)) => (s, j, d),
+        _ => return None,
+    };
+    let jobs = load_jobs(
+        &jobs_dir,
+        doc.jobs_dir.as_ref(),
+        path,
+        &servers,
+        &defaults,
+        errors,
+    );
+    Some(Config {
+        file: path.to_path_buf(),
+        state_dir,
+        jobs_dir,
+        log: log?,
+        defaults,
+        servers,
+        mail,
+        jobs,
+    })
+}
+
+fn load_jobs(
+    jobs_dir: &Path,
+    jobs_dir_at: Option<&At<String>>,
+    agent_file: &Path,
+    servers: &BTreeMap<String, Arc<Server>>,
+    defaults: &Defaults,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Job> {
+    let mut jobs = BTreeMap::new();
+    let entries = match std::fs::read_dir(jobs_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let (line, col) = jobs_dir_at
+                .map(|v| (v.referenced.line().max(1), v.referenced.column().max(1)))
+                .unwrap_or((0, 0));
+            errors.push(ConfigError::new(
+                agent_file,
+                line,
+                col,
+                format!(
+                    "cannot read the jobs folder '{}': {e} (set jobs_dir, or create it)",
+                    jobs_dir.display()
+                ),
+            ));
+            return jobs;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p.is_file())
+        .collect();
+    files.sort();
+    for file in files {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !valid_job_name(&stem) {
+            errors.push(ConfigError::new(
+                &file,
+                0,
+                0,
+                format!(
+                    "job name '{stem}' (the file name) must match [a-z0-9][a-z0-9_-]*: lowercase letters, digits, '-' and '_'"
+                ),
+            ));
+            continue;
+        }
+        let Some(doc) = parse_file::<raw::JobFile>(&file, false, errors) else {
+            continue;
+        };
+        let dir = file.parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut cx = Cx {
+            file: &file,
+            dir: &dir,
+            errors,
+        };
+        if let Some(job) = cx.job(&stem, &doc, servers, defaults) {
+            jobs.insert(stem, job);
+        }
+    }
+    jobs
+}
+
+/// Job names are file stems, used in paths and commands.
+pub fn valid_job_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Reads one YAML file strictly. Problems with the bytes themselves (too
+/// large, not UTF-8, tabs in indentation) are reported before parsing.
+fn parse_file<T: DeserializeOwned>(
+    file: &Path,
+    empty_ok: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            errors.push(ConfigError::new(file, 0, 0, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    if bytes.len() > MAX_FILE_BYTES {
+        errors.push(ConfigError::new(
+            file,
+            1,
+            1,
+            format!(
+                "file is {} bytes; a configuration file may be at most {} bytes",
+                bytes.len(),
+                MAX_FILE_BYTES
+            ),
+        ));
+        return None;
+    }
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&good[line_start..]).chars().count() as u64 + 1;
+            errors.push(ConfigError::new(
+                file,
+                line,
+                column,
+                format!(
+                    "invalid UTF-8 byte 0x{:02x}: configuration files must be UTF-8 text",
+                    bytes[e.valid_up_to()]
+                ),
+            ));
+            return None;
+        }
+    };
+    if let Some((line, column)) = tab_in_indentation(text) {
+        errors.push(ConfigError::new(
+            file,
+            line,
+            column,
+            "tab character in indentation: YAML indents with spaces only",
+        ));
+        return None;
+    }
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    let text = match (blank, empty_ok) {
+        (false, _) => text,
+        // An empty ferry.yaml means "all defaults".
+        (true, true) => "{}",
+        (true, false) => {
+            errors.push(ConfigError::new(
+                file,
+                1,
+                1,
+                "file is empty: expected a job (direction, server, local_dir, remote_dir, ...)",
+            ));
+            return None;
+        }
+    };
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: DuplicateKeyPolicy::Error,
+    };
+    match serde_saphyr::from_str_with_options::<T>(text, options) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(from_yaml(file, &e));
+            None
+        }
+    }
+}
+
+fn tab_in_indentation(text: &str) -> Option<(u64, u64)> {
+    for (i, line) in text.lines().enumerate() {
+        let indent: &str = &line[..line.len() - line.trim_start_matches([' ', '\t']).len()];
+        if let Some(col) = indent.find('\t')
+            && !line.trim().is_empty()
+        {
+            return Some((i as u64 + 1, col as u64 + 1));
+        }
+    }
+    None
+}
+
+/// Validation context for one file: where values come from, where errors go.
+struct Cx<'a> {
+    file: &'a Path,
+    /// The folder relative paths in this file are resolved against.
+    dir: &'a Path,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, loc: &Location, msg: impl Into<String>) {
+        self.errors.push(ConfigError::at(self.file, loc, msg));
+    }
+
+    /// A string with `${VAR}` references replaced from the environment.
+    fn text(&mut self, v: &At<String>) -> Option<String> {
+        match expand_env(&v.value) {
+            Ok(s) => Some(s),
+            Err(msg) => {
+                self.err(&v.referenced, msg);
+                None
+            }
+        }
+    }
+
+    fn non_empty(&mut self, v: &At<String>, what: &str) -> Option<String> {
+        let s = self.text(v)?;
+        if s.trim().is_empty() {
+            self.err(&v.referenced, format!("{what} is empty"));
+            return None;
+        }
+        Some(s)
+    }
+
+    fn path(&mut self, v: &At<String>) -> Option<PathBuf> {
+        let s = self.non_empty(v, "path")?;
+        Some(normalize(&self.dir.join(s)))
+    }
+
+    fn duration(&mut self, v: &At<String>) -> Option<Duration> {
+        match parse_duration(&v.value) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.err(&v.referenced, msg);
+                None
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, v: &At<String>, what: &str) -> Option<Duration> {
+        let d = self.duration(v)?;
+        if d.is_zero() {
+            self.err(&v.referenced, format!("{what} must be longer than 0"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn timezone(&mut self, v: &At<String>) -> Option<Tz> {
+        match v.value.parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.err(
+                    &v.referenced,
+                    format!(
+                        "unknown time zone '{}', expected an IANA name such as UTC or America/New_York",
+                        v.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn readable_file(&mut self, v: &At<String>, what: &str) -> Option<PathBuf> {
+        let p = self.path(v)?;
+        if let Err(e) = std::fs::File::open(&p) {
+            self.err(
+                &v.referenced,
+                format!("cannot read {what} '{}': {e}", p.display()),
+            );
+            return None;
+        }
+        Some(p)
+    }
+
+    /// `password` (with `${VAR}`) or `password_file` (trailing newline trimmed).
+    fn secret(
+        &mut self,
+        password: Option<&At<String>>,
+        password_file: Option<&At<String>>,
+    ) -> Result<Option<Secret>, ()> {
+        match (password, password_file) {
+            (Some(_), Some(f)) => {
+                self.err(
+                    &f.referenced,
+                    "set either password or password_file, not both",
+                );
+                Err(())
+            }
+            (Some(p), None) => self.text(p).map(|s| Some(Secret::new(s))).ok_or(()),
+            (None, Some(f)) => {
+                let path = self.path(f).ok_or(())?;
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => {
+                        let s = s.strip_suffix('\n').unwrap_or(&s);
+                        let s = s.strip_suffix('\r').unwrap_or(s);
+                        Ok(Some(Secret::new(s.to_string())))
+                    }
+                    Err(e) => {
+                        self.err(
+                            &f.referenced,
+                            format!("cannot read password_file '{}': {e}", path.display()),
+                        );
+                        Err(())
+                    }
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn mailboxes(&mut self, list: &At<Vec<At<String>>>, what: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for v in &list.value {
+            let Some(s) = self.text(v) else {
+                ok = false;
+                continue;
+            };
+            if s.parse::<lettre::message::Mailbox>().is_err() {
+                self.err(
+                    &v.referenced,
+                    format!("invalid email address '{s}' in {what}, expected name@example.org"),
+                );
+                ok = false;
+            } else {
+                out.push(s);
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn globs(&mut self, list: &At<Vec<At<String>>>, key: &str) -> Option<(Vec<String>, GlobSet)> {
+        let mut builder = GlobSetBuilder::new();
+        let mut pats = Vec::new();
+        let mut ok = true;
+        for v in &list.value {
+            if v.value.contains('/') {
+                self.err(
+                    &v.referenced,
+                    format!(
+                        "{key} pattern '{}' contains '/': patterns match file names only",
+                        v.value
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+            match Glob::new(&v.value) {
+                Ok(g) => {
+                    builder.add(g);
+                    pats.push(v.value.clone());
+                }
+                Err(e) => {
+                    self.err(
+                        &v.referenced,
+                        format!("invalid {key} pattern '{}': {}", v.value, e.kind()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match builder.build() {
+            Ok(set) => Some((pats, set)),
+            Err(e) => {
+                self.err(&list.referenced, format!("invalid {key} patterns: {e}"));
+                None
+            }
+        }
+    }
+
+    fn log(&mut self, log: Option<&raw::Log>) -> Option<LogSettings> {
+        let format = log
+            .and_then(|l| l.format.as_ref())
+            .map_or(LogFormat::Text, |f| f.value);
+        let level = match log.and_then(|l| l.level.as_ref()) {
+            None => "info".to_string(),
+            Some(v) => {
+                if tracing_subscriber::EnvFilter::try_new(&v.value).is_err()
+                    || v.value.trim().is_empty()
+                {
+                    self.err(
+                        &v.referenced,
+                        format!(
+                            "invalid log level '{}', expected one of error, warn, info, debug, trace",
+                            v.value
+                        ),
+                    );
+                    return None;
+                }
+                v.value.clone()
+            }
+        };
+        Some(LogSettings { format, level })
+    }
+
+    fn retry(&mut self, r: Option<&raw::Retry>, base: RetryPolicy) -> Option<RetryPolicy> {
+        let Some(r) = r else { return Some(base) };
+        let mut out = base;
+        let mut ok = true;
+        if let Some(a) = &r.attempts {
+            if a.value == 0 {
+                self.err(
+                    &a.referenced,
+                    "retry attempts must be at least 1 (the first attempt counts)",
+                );
+                ok = false;
+            }
+            out.attempts = a.value;
+        }
+        if let Some(d) = &r.initial_delay {
+            match self.duration(d) {
+                Some(d) => out.initial_delay = d,
+                None => ok = false,
+            }
+        }
+        if let Some(d) = &r.max_delay {
+            match self.duration(d) {
+                Some(d) => out.max_delay = d,
+                None => ok = false,
+            }
+        }
+        if ok && out.max_delay < out.initial_delay {
+            let loc = r
+                .max_delay
+                .as_ref()
+                .or(r.initial_delay.as_ref())
+                .map(|v| v.referenced)
+                .unwrap_or(Location::UNKNOWN);
+            self.err(
+                &loc,
+                format!(
+                    "retry max_delay ({}) is shorter than initial_delay ({})",
+                    format_duration(out.max_delay),
+                    format_duration(out.initial_delay)
+                ),
+            );
+            ok = false;
+        }
+        ok.then_some(out)
+    }
+
+    fn defaults(&mut self, d: Option<&raw::Defaults>) -> Option<Defaults> {
+        let timezone = match d.and_then(|d| d.timezone.as_ref()) {
+            Some(v) => self.timezone(v),
+            None => Some(Tz::UTC),
+        };
+        let retry = self.retry(d.and_then(|d| d.retry.as_ref()), RetryPolicy::default());
+        Some(Defaults {
+            timezone: timezone?,
+            retry: retry?,
+        })
+    }
+
+    fn server(&mut self, name: &str, s: &raw::Server) -> Option<Server> {
+        let here = s.host.referenced;
+        let mut ok = true;
+        if !valid_server_name(name) {
+            self.err(
+                &here,
+                format!("server name '{name}' must match [A-Za-z0-9][A-Za-z0-9_.-]*"),
+            );
+            ok = false;
+        }
+        let host = self.non_empty(&s.host, "host");
+        let tls = s.tls.as_ref().map_or(TlsMode::Explicit, |t| t.value);
+        let insecure = s.allow_insecure.as_ref().is_some_and(|v| v.value);
+        if tls == TlsMode::None {
+            let at = s.tls.as_ref().map(|t| t.referenced).unwrap_or(here);
+            if !insecure {
+                self.err(
+                    &at,
+                    "tls: none sends passwords and claim files in clear text; it needs allow_insecure: true",
+                );
+                ok = false;
+            }
+            for (key, set) in [
+                ("pin_sha256", s.pin_sha256.as_ref()),
+                ("ca_file", s.ca_file.as_ref()),
+                ("client_cert", s.client_cert.as_ref()),
+                ("tls_versions", None),
+            ] {
+                if let Some(v) = set {
+                    self.err(&v.referenced, format!("{key} has no effect with tls: none"));
+                    ok = false;
+                }
+            }
+        }
+        let port = match &s.port {
+            Some(p) if p.value == 0 => {
+                self.err(
+                    &p.referenced,
+                    "port 0 is not a valid port, expected 1 to 65535",
+                );
+                ok = false;
+                0
+            }
+            Some(p) => p.value,
+            None if tls == TlsMode::Implicit => 990,
+            None => 21,
+        };
+        let user = match &s.user {
+            Some(u) => self.text(u),
+            None => Some("anonymous".to_string()),
+        };
+        let password = self
+            .secret(s.password.as_ref(), s.password_file.as_ref())
+            .map_err(|_| ok = false)
+            .ok()
+            .flatten();
+        let ca_file = s
+            .ca_file
+            .as_ref()
+            .map(|v| self.readable_file(v, "ca_file").ok_or(()))
+            .transpose();
+        let pin = s
+            .pin_sha256
+            .as_ref()
+            .map(|v| match parse_fingerprint(&v.value) {
+                Ok(p) => Ok(p),
+                Err(m) => {
+                    self.err(&v.referenced, m);
+                    Err(())
+                }
+            });
+        let pin = pin.transpose();
+        let (client_cert, client_key) = match (&s.client_cert, &s.client_key) {
+            (Some(c), Some(k)) => (
+                self.readable_file(c, "client_cert"),
+                self.readable_file(k, "client_key"),
+            ),
+            (None, None) => (None, None),
+            (Some(v), None) | (None, Some(v)) => {
+                self.err(
+                    &v.referenced,
+                    "client_cert and client_key go together: set both or neither",
+                );
+                ok = false;
+                (None, None)
+            }
+        };
+        let mut tls_versions = vec![TlsVersion::V1_2, TlsVersion::V1_3];
+        if let Some(list) = &s.tls_versions {
+            tls_versions.clear();
+            for v in &list.value {
+                match v.value.as_str() {
+                    "1.2" => tls_versions.push(TlsVersion::V1_2),
+                    "1.3" => tls_versions.push(TlsVersion::V1_3),
+                    other => {
+                        self.err(
+                            &v.referenced,
+                            format!(
+                                "unsupported TLS version '{other}', expected \"1.2\" or \"1.3\""
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if list.value.is_empty() {
+                self.err(
+                    &list.referenced,
+                    "tls_versions is empty, expected [\"1.2\", \"1.3\"] or a subset",
+                );
+                ok = false;
+            }
+            tls_versions.sort_by_key(|v| *v as u8);
+            tls_versions.dedup();
+        }
+        let timeout = match &s.timeout {
+            Some(v) => self.positive_duration(v, "timeout"),
+            None => Some(Duration::from_secs(30)),
+        };
+        let max_connections = match &s.max_connections {
+            Some(v) if v.value == 0 => {
+                self.err(&v.referenced, "max_connections must be at least 1");
+                ok = false;
+                1
+            }
+            Some(v) => v.value,
+            None => 2,
+        };
+        let cert_ok = ca_file.is_ok()
+            && pin.is_ok()
+            && (s.client_cert.is_none() || (client_cert.is_some() && client_key.is_some()));
+        if !(ok && cert_ok) {
+            return None;
+        }
+        Some(Server {
+            name: name.to_string(),
+            host: host?,
+            port,
+            tls,
+            user: user?,
+            password,
+            ca_file: ca_file.ok()?,
+            pin_sha256: pin.ok()?,
+            client_cert,
+            client_key,
+            tls_versions,
+            passive_nat_workaround: s.passive_nat_workaround.as_ref().is_some_and(|v| v.value),
+            timeout: timeout?,
+            max_connections,
+        })
+    }
+
+    fn mail(&mut self, m: &raw::Mail) -> Option<Mail> {
+        let security = m
+            .smtp
+            .security
+            .as_ref()
+            .map_or(SmtpSecurity::Starttls, |s| s.value);
+        let port = match &m.smtp.port {
+            Some(p) if p.value == 0 => {
+                self.err(
+                    &p.referenced,
+                    "port 0 is not a valid port, expected 1 to 65535",
+                );
+                return None;
+            }
+            Some(p) => p.value,
+            None => match security {
+                SmtpSecurity::Starttls => 587,
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::None => 25,
+            },
+        };
+        let host = self.non_empty(&m.smtp.host, "smtp host");
+        let user = m.smtp.user.as_ref().map(|u| self.text(u));
+        let password = self.secret(m.smtp.password.as_ref(), m.smtp.password_file.as_ref());
+        let timeout = match &m.smtp.timeout {
+            Some(v) => self.positive_duration(v, "smtp timeout"),
+            None => Some(Duration::from_secs(30)),
+        };
+        let from = self.text(&m.from);
+        if let Some(f) = &from
+            && f.parse::<lettre::message::Mailbox>().is_err()
+        {
+            self.err(
+                &m.from.referenced,
+                format!("invalid from address '{f}', expected \"ferry <ferry@example.org>\""),
+            );
+        }
+        let to = self.mailboxes(&m.to, "mail.to");
+        if m.to.value.is_empty() {
+            self.err(
+                &m.to.referenced,
+                "mail.to is empty: alerts need at least one recipient",
+            );
+        }
+        let repeat_after = match &m.repeat_after {
+            Some(v) => self.positive_duration(v, "repeat_after"),
+            None => Some(Duration::from_secs(3600)),
+        };
+        Some(Mail {
+            host: host?,
+            port,
+            security,
+            user: match user {
+                Some(u) => Some(u?),
+                None => None,
+            },
+            password: password.ok()?,
+            timeout: timeout?,
+            from: from?,
+            to: to?,
+            repeat_after: repeat_after?,
+        })
+    }
+
+    fn job(
+        &mut self,
+        name: &str,
+        j: &raw::JobFile,
+        servers: &BTreeMap<String, Arc<Server>>,
+        defaults: &Defaults,
+    ) -> Option<Job> {
+        let direction = j.direction.value;
+        let mut ok = true;
+        let server = match servers.get(&j.server.value) {
+            Some(s) => Some(s.clone()),
+            None => {
+                let known: Vec<&str> = servers.keys().map(String::as_str).collect();
+                self.err(
+                    &j.server.referenced,
+                    if known.is_empty() {
+                        format!(
+                            "unknown server '{}': ferry.yaml defines no servers",
+                            j.server.value
+                        )
+                    } else {
+                        format!(
+                            "unknown server '{}', expected one of {}",
+                            j.server.value,
+                            known.join(", ")
+                        )
+                    },
+                );
+                None
+            }
+        };
+        let local_dir = self.path(&j.local_dir);
+        if let Some(dir) = &local_dir
+            && let Err(msg) = dir_usable(dir)
+        {
+            self.err(&j.local_dir.referenced, msg);
+            ok = false;
+        }
+        let remote_dir = self.non_empty(&j.remote_dir, "remote_dir");
+        if let Some(r) = &remote_dir
+            && r.chars().any(char::is_control)
+        {
+            self.err(
+                &j.remote_dir.referenced,
+                "remote_dir contains control characters",
+            );
+            ok = false;
+        }
+        let default_include = At {
+            value: vec![At {
+                value: "*".to_string(),
+                referenced: Location::UNKNOWN,
+                defined: Location::UNKNOWN,
+            }],
+            referenced: Location::UNKNOWN,
+            defined: Location::UNKNOWN,
+        };
+        let include_list = j.include.as_ref().unwrap_or(&default_include);
+        if include_list.value.is_empty() {
+            self.err(
+                &include_list.referenced,
+                "include is empty: no file would ever be picked up",
+            );
+            ok = false;
+        }
+        let include = self.globs(include_list, "include");
+        let empty = At {
+            value: Vec::new(),
+            referenced: Location::UNKNOWN,
+            defined: Location::UNKNOWN,
+        };
+        let exclude = self.globs(j.exclude.as_ref().unwrap_or(&empty), "exclude");
+        let timezone = match &j.timezone {
+            Some(v) => self.timezone(v),
+            None => Some(defaults.timezone),
+        };
+        let schedule = match (&j.schedule, timezone) {
+            (Some(v), Some(tz)) => match Schedule::parse(&v.value, tz) {
+                Ok(s) => Some(Some(s)),
+                Err(msg) => {
+                    self.err(&v.referenced, format!("job '{name}': {msg}"));
+                    None
+                }
+            },
+            (None, _) => Some(None),
+            (Some(_), None) => None,
+        };
+        let stable_for = match &j.stable_for {
+            Some(v) => self.duration(v),
+            None => Some(Duration::from_secs(5)),
+        };
+        let retry = self.retry(j.retry.as_ref(), defaults.retry);
+
+        let push_only =
+            |k: &str| format!("{k} applies only to push jobs; this job has direction: pull");
+        let flow = match direction {
+            raw::Direction::Push => {
+                if let Some(v) = &j.after_pull {
+                    self.err(
+                        &v.referenced,
+                        "after_pull applies only to pull jobs; this job has direction: push (use after_push)",
+                    );
+                    ok = false;
+                }
+                Flow::Push {
+                    watch: j.watch.as_ref().is_some_and(|w| w.value),
+                    upload: j.upload.as_ref().map_or(Upload::TempRename, |u| u.value),
+                    after: j
+                        .after_push
+                        .as_ref()
+                        .map_or(AfterPush::Archive, |a| a.value),
+                }
+            }
+            raw::Direction::Pull => {
+                for (key, loc) in [
+                    ("watch", j.watch.as_ref().map(|v| v.referenced)),
+                    ("after_push", j.after_push.as_ref().map(|v| v.referenced)),
+                    ("upload", j.upload.as_ref().map(|v| v.referenced)),
+                ] {
+                    if let Some(loc) = loc {
+                        self.err(&loc, push_only(key));
+                        ok = false;
+                    }
+                }
+                let after = match &j.after_pull {
+                    None => AfterPull::Keep,
+                    Some(v) => match parse_after_pull(&v.value) {
+                        Ok(a) => a,
+                        Err(m) => {
+                            self.err(&v.referenced, m);
+                            ok = false;
+                            AfterPull::Keep
+                        }
+                    },
+                };
+                Flow::Pull { after }
+            }
+        };
+        let alert_to = match &j.alert_to {
+            Some(list) => self.mailboxes(list, "alert_to"),
+            None => Some(Vec::new()),
+        };
+        let (include, exclude) = (include?, exclude?);
+        if !ok {
+            return None;
+        }
+        Some(Job {
+            name: name.to_string(),
+            file: self.file.to_path_buf(),
+            direction,
+            server: server?,
+            local_dir: local_dir?,
+            remote_dir: remote_dir?,
+            filter: FileFilter::new(include.0, exclude.0, include.1, exclude.1),
+            schedule: schedule?,
+            timezone: timezone?,
+            flow,
+            stable_for: stable_for?,
+            verify: j.verify.as_ref().map_or(Verify::Auto, |v| v.value),
+            retry: retry?,
+            alert_to: alert_to?,
+        })
+    }
+}
+
+fn valid_server_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_after_pull(s: &str) -> Result<AfterPull, String> {
+    match s {
+        "delete" => Ok(AfterPull::Delete),
+        "keep" => Ok(AfterPull::Keep),
+        _ => match s.strip_prefix("move:") {
+            Some(dir) if !dir.trim().is_empty() => Ok(AfterPull::Move(dir.to_string())),
+            _ => Err(format!(
+                "invalid after_pull '{s}', expected one of delete, keep, move:/remote/folder"
+            )),
+        },
+    }
+}
+
+/// Parses a SHA-256 fingerprint written `AB:CD:...` or as plain hex.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+    let hexed: String = s.chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    match hex::decode_to_slice(&hexed, &mut out) {
+        Ok(()) => Ok(out),
+        Err(_) => Err(format!(
+            "invalid pin_sha256 '{s}', expected 32 bytes in hex (64 digits), optionally separated by ':'"
+        )),
+    }
+}
+
+/// `${VAR}` references replaced from the environment; a missing one is an error.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed '${{' in '{s}', expected ${{NAME}}"));
+        };
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "invalid variable reference '${{{name}}}', expected ${{NAME}}"
+            ));
+        }
+        match std::env::var(name) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => return Err(format!("environment variable '{name}' is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A local folder exists, or its nearest existing ancestor is a folder we may write in.
+fn dir_usable(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        return if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(format!(
+                "local_dir '{}' exists but is not a folder",
+                dir.display()
+            ))
+        };
+    }
+    let mut ancestor = dir.parent();
+    while let Some(a) = ancestor {
+        let probe = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
+        if probe.exists() {
+            if !probe.is_dir() {
+                return Err(format!(
+                    "local_dir '{}' cannot be created: '{}' is not a folder",
+                    dir.display(),
+                    probe.display()
+                ));
+            }
+            return if writable(probe) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "local_dir '{}' does not exist and cannot be created: '{}' is not writable",
+                    dir.display(),
+                    probe.display()
+                ))
+            };
+        }
+        ancestor = a.parent();
+    }
+    Ok(())
+}
+
+fn writable(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Folds `a/../b` into `b` without touching the file system, so paths read
+/// the way the operator means them. A leading `..` is kept.
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(c),
+            },
+            _ => out.push(c),
+        }
+    }
+    let path: PathBuf = out.iter().collect();
+    if path.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        path
+    }
+}

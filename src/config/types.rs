@@ -1,0 +1,342 @@
+//! The typed configuration the rest of ferry sees: no raw YAML, no strings
+//! where a duration, a glob, a schedule or a time zone is meant.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use globset::GlobSet;
+
+pub use super::raw::{AfterPush, Direction, LogFormat, SmtpSecurity, TlsMode, Upload, Verify};
+use crate::schedule::Schedule;
+
+/// The whole configuration: agent settings and every job, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `ferry.yaml` this was loaded from.
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub jobs_dir: PathBuf,
+    pub log: LogSettings,
+    pub defaults: Defaults,
+    pub servers: BTreeMap<String, Arc<Server>>,
+    pub mail: Option<Mail>,
+    pub jobs: BTreeMap<String, Job>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `ferry=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub timezone: Tz,
+    pub retry: RetryPolicy,
+}
+
+/// Exponential backoff with full jitter between `initial_delay` and `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included; at least 1.
+    pub attempts: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A secret read from the environment or a file. It prints as `***` in
+/// every `Debug` and `Display`, so it cannot leak through logs by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    /// The one way to read the secret: call sites are easy to audit.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        })
+    }
+}
+
+/// A trading partner's FTPS server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the server certificate (DER).
+    pub pin_sha256: Option<[u8; 32]>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The versions this partner may negotiate; never empty.
+    pub tls_versions: Vec<TlsVersion>,
+    pub passive_nat_workaround: bool,
+    /// Bound on any single protocol step.
+    pub timeout: Duration,
+    /// Concurrent sessions to this server, across all jobs.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub timeout: Duration,
+    pub from: String,
+    pub to: Vec<String>,
+    /// At most one alert per job and cause within this window.
+    pub repeat_after: Duration,
+}
+
+/// What happens to a remote file once its download is verified and recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterPull {
+    Delete,
+    Keep,
+    /// Move to this remote folder.
+    Move(String),
+}
+
+/// Direction-specific settings; the type makes a push job with `after_pull`
+/// impossible to represent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    Push {
+        watch: bool,
+        upload: Upload,
+        after: AfterPush,
+    },
+    Pull {
+        after: AfterPull,
+    },
+}
+
+/// Include/exclude patterns, compiled once.
+#[derive(Debug, Clone)]
+pub struct FileFilter {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    include_set: GlobSet,
+    exclude_set: GlobSet,
+}
+
+impl FileFilter {
+    pub fn new(
+        include: Vec<String>,
+        exclude: Vec<String>,
+        include_set: GlobSet,
+        exclude_set: GlobSet,
+    ) -> Self {
+        FileFilter {
+            include,
+            exclude,
+            include_set,
+            exclude_set,
+        }
+    }
+
+    /// Whether a plain file name is picked up: included, not excluded, and
+    /// never a dot-file or a `*.part` temp file.
+    pub fn matches(&self, name: &str) -> bool {
+        !name.starts_with('.')
+            && !name.ends_with(".part")
+            && self.include_set.is_match(name)
+            && !self.exclude_set.is_match(name)
+    }
+}
+
+/// One transfer job, from `jobs/<name>.yaml`.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub file: PathBuf,
+    pub direction: Direction,
+    pub server: Arc<Server>,
+    pub local_dir: PathBuf,
+    pub remote_dir: String,
+    pub filter: FileFilter,
+    pub schedule: Option<Schedule>,
+    pub timezone: Tz,
+    pub flow: Flow,
+    /// A local file is ready once size and mtime hold still this long.
+    pub stable_for: Duration,
+    pub verify: Verify,
+    pub retry: RetryPolicy,
+    pub alert_to: Vec<String>,
+}
+
+impl Job {
+    pub fn watch(&self) -> bool {
+        matches!(self.flow, Flow::Push { watch: true, .. })
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Direction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+        }
+    }
+}
+
+impl Verify {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verify::Auto => "auto",
+            Verify::Hash => "hash",
+            Verify::Size => "size",
+            Verify::None => "none",
+        }
+    }
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let expected = "expected a number and a unit: 500ms, 30s, 10m, 2h or 1d";
+    if num.is_empty() {
+        return Err(format!("invalid duration '{s}': {expected}"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}': number too large"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(format!("invalid duration '{s}': missing unit; {expected}")),
+        _ => {
+            return Err(format!(
+                "invalid duration '{s}': unknown unit '{unit}'; {expected}"
+            ));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration '{s}': too large"))
+}
+
+/// Renders a duration the way it is written in the configuration.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_expected() {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10 minutes",
+            "1.5h",
+            "-1s",
+            "99999999999999999999s",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+        }
+        assert!(
+            parse_duration("10x")
+                .unwrap_err()
+                .contains("unknown unit 'x'")
+        );
+    }
+
+    #[test]
+    fn durations_print_as_written() {
+        for s in ["500ms", "30s", "10m", "2h", "1d", "90s"] {
+            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+    }
+}

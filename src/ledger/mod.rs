@@ -1,0 +1,536 @@
+//! The SQLite ledger: every record of runs, files and events. All SQL lives
+//! in this module; the rest of ferry speaks in the types below.
+
+mod lock;
+mod schema;
+
+pub use lock::{StateInUse, StateLock};
+
+use std::fmt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
+
+/// Creates the state folder (mode 0700) if it does not exist yet.
+pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create state folder {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Where a file is in its journey. Each step is written before the next action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    Seen,
+    Sending,
+    /// The whole file is on the server (under its temp name for temp_rename).
+    Sent,
+    Renamed,
+    Verified,
+    /// After-action done: the end of the journey.
+    Done,
+    Failed,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Seen => "seen",
+            FileState::Sending => "sending",
+            FileState::Sent => "sent",
+            FileState::Renamed => "renamed",
+            FileState::Verified => "verified",
+            FileState::Done => "done",
+            FileState::Failed => "failed",
+        }
+    }
+
+    /// The operator's view of the state, as `history` prints it.
+    pub fn status(self) -> Status {
+        match self {
+            FileState::Verified | FileState::Done => Status::Delivered,
+            FileState::Failed => Status::Failed,
+            _ => Status::Pending,
+        }
+    }
+}
+
+impl FromStr for FileState {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "seen" => FileState::Seen,
+            "sending" => FileState::Sending,
+            "sent" => FileState::Sent,
+            "renamed" => FileState::Renamed,
+            "verified" => FileState::Verified,
+            "done" => FileState::Done,
+            "failed" => FileState::Failed,
+            _ => bail!("unknown file state '{s}' in the ledger"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Delivered,
+    Failed,
+    Pending,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+            Status::Pending => "pending",
+        })
+    }
+}
+
+/// The strongest check that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verified {
+    None,
+    Size,
+    Hash,
+}
+
+impl Verified {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verified::None => "none",
+            Verified::Size => "size",
+            Verified::Hash => "hash",
+        }
+    }
+}
+
+impl FromStr for Verified {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "none" => Verified::None,
+            "size" => Verified::Size,
+            "hash" => Verified::Hash,
+            _ => bail!("unknown verification level '{s}' in the ledger"),
+        })
+    }
+}
+
+/// A file first seen by a run.
+#[derive(Debug, Clone)]
+pub struct NewFile<'a> {
+    pub job: &'a str,
+    pub direction: &'a str,
+    pub name: &'a str,
+    pub size: u64,
+    pub mtime: Option<DateTime<Utc>>,
+    pub sha256: Option<&'a str>,
+    pub remote_path: &'a str,
+    pub local_path: Option<&'a Path>,
+    pub run_id: Option<i64>,
+}
+
+/// One transfer as `history` shows it; the JSON shape is SPEC's contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transfer {
+    pub id: i64,
+    pub job: String,
+    pub direction: String,
+    pub file: String,
+    pub remote_path: String,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub verified: Verified,
+    pub status: Status,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A job run, as `status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: i64,
+    pub job: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub files_ok: u64,
+    pub files_failed: u64,
+    pub bytes: u64,
+    pub error: Option<String>,
+}
+
+/// Filters for `history`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery<'a> {
+    pub job: Option<&'a str>,
+    pub limit: usize,
+}
+
+/// Counts of a job's files that are not finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenCounts {
+    pub pending: u64,
+    pub failed: u64,
+}
+
+pub fn now() -> String {
+    rfc3339(Utc::now())
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) `state_dir/ferry.db` and brings its schema up to date.
+    pub fn open(state_dir: &Path) -> anyhow::Result<Ledger> {
+        ensure_state_dir(state_dir)?;
+        let path = state_dir.join("ferry.db");
+        if !path.exists() {
+            // Create it ourselves so it is 0600 from the first byte; SQLite gives
+            // its -wal and -shm files the same mode.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot create ledger {}", path.display()))?;
+        }
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open ledger {}", path.display()))?;
+        let mut ledger = Ledger { conn, path };
+        ledger.configure()?;
+        ledger.migrate(SCHEMA_VERSION)?;
+        Ok(ledger)
+    }
+
+    /// Opens a ledger that must already exist, for read-only commands: `status`
+    /// and `history` never create state. `None` when there is none yet.
+    pub fn open_existing(state_dir: &Path) -> anyhow::Result<Option<Ledger>> {
+        if !state_dir.join("ferry.db").exists() {
+            return Ok(None);
+        }
+        Self::open(state_dir).map(Some)
+    }
+
+    fn configure(&mut self) -> anyhow::Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(10))
+            .context("setting the ledger's busy timeout")?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .context("switching the ledger to WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!(
+                "the ledger {} refused WAL mode (got {mode})",
+                self.path.display()
+            );
+        }
+        // FULL: a commit is on disk before we act on it, even across power loss.
+        self.conn
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+            .context("configuring the ledger")?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn schema_version(&self) -> anyhow::Result<u32> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Applies migrations up to `target`. Exposed so tests can build every
+    /// earlier version and migrate from it.
+    pub fn migrate(&mut self, target: u32) -> anyhow::Result<()> {
+        let current = self.schema_version()?;
+        if current > SCHEMA_VERSION {
+            bail!(
+                "the ledger {} has schema version {current}, newer than this ferry understands ({SCHEMA_VERSION}); use a newer ferry",
+                self.path.display()
+            );
+        }
+        for version in current..target.min(SCHEMA_VERSION) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(schema::MIGRATIONS[version as usize])
+                .with_context(|| format!("migrating the ledger to version {}", version + 1))?;
+            tx.pragma_update(None, "user_version", version + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Opens at an exact schema version without migrating further (tests only).
+    #[doc(hidden)]
+    pub fn open_at_version(state_dir: &Path, version: u32) -> anyhow::Result<Ledger> {
+        ensure_state_dir(state_dir)?;
+        let path = state_dir.join("ferry.db");
+        let conn = Connection::open(&path)?;
+        let mut ledger = Ledger { conn, path };
+        ledger.configure()?;
+        ledger.migrate(version)?;
+        Ok(ledger)
+    }
+
+    /// Names of the tables, for schema checks.
+    pub fn tables(&self) -> anyhow::Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+        let names = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(names)
+    }
+
+    pub fn start_run(&self, job: &str, trigger: &str) -> anyhow::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (job, trigger, started_at) VALUES (?1, ?2, ?3)",
+            params![job, trigger, now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(
+        &self,
+        run_id: i64,
+        status: &str,
+        files_ok: u64,
+        files_failed: u64,
+        bytes: u64,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, status = ?3, files_ok = ?4, files_failed = ?5,
+                             bytes = ?6, error = ?7
+             WHERE id = ?1",
+            params![run_id, now(), status, files_ok, files_failed, bytes, error],
+        )?;
+        Ok(())
+    }
+
+    /// Records a newly seen file in state `seen`; returns its id.
+    pub fn insert_file(&self, f: &NewFile<'_>) -> anyhow::Result<i64> {
+        let t = now();
+        self.conn.execute(
+            "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
+                                state, run_id, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'seen', ?9, ?10, ?10)",
+            params![
+                f.job,
+                f.direction,
+                f.name,
+                f.size,
+                f.mtime.map(rfc3339),
+                f.sha256,
+                f.remote_path,
+                f.local_path.map(|p| p.to_string_lossy().into_owned()),
+                f.run_id,
+                t
+            ],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.event(f.job, f.run_id, Some(id), "seen", None)?;
+        Ok(id)
+    }
+
+    /// Moves a file to `state`, with the verification level and error that go with it.
+    pub fn set_file_state(
+        &self,
+        file_id: i64,
+        state: FileState,
+        verified: Option<Verified>,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let t = now();
+        let finished = matches!(
+            state,
+            FileState::Done | FileState::Failed | FileState::Verified
+        );
+        let n = self.conn.execute(
+            "UPDATE files SET state = ?2,
+                              verified = COALESCE(?3, verified),
+                              last_error = ?4,
+                              updated_at = ?5,
+                              started_at = CASE WHEN ?2 = 'sending' AND started_at IS NULL
+                                                THEN ?5 ELSE started_at END,
+                              attempts = attempts + CASE WHEN ?2 = 'sending' THEN 1 ELSE 0 END,
+                              finished_at = CASE WHEN ?6 THEN ?5 ELSE NULL END
+             WHERE id = ?1",
+            params![
+                file_id,
+                state.as_str(),
+                verified.map(Verified::as_str),
+                error,
+                t,
+                finished
+            ],
+        )?;
+        if n != 1 {
+            bail!("no file with id {file_id} in the ledger");
+        }
+        let job: String =
+            self.conn
+                .query_row("SELECT job FROM files WHERE id = ?1", [file_id], |r| {
+                    r.get(0)
+                })?;
+        self.event(&job, None, Some(file_id), state.as_str(), error)?;
+        Ok(())
+    }
+
+    pub fn event(
+        &self,
+        job: &str,
+        run_id: Option<i64>,
+        file_id: Option<i64>,
+        kind: &str,
+        detail: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (at, job, run_id, file_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now(), job, run_id, file_id, kind, detail],
+        )?;
+        Ok(())
+    }
+
+    /// Transfers, newest first.
+    pub fn history(&self, q: &HistoryQuery<'_>) -> anyhow::Result<Vec<Transfer>> {
+        let limit = if q.limit == 0 { -1 } else { q.limit as i64 };
+        let mut st = self.conn.prepare(
+            "SELECT id, job, direction, name, remote_path, size, sha256, verified, state,
+                    attempts, started_at, finished_at, last_error
+             FROM files
+             WHERE (?1 IS NULL OR job = ?1)
+             ORDER BY created_at DESC, id DESC
+             LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![q.job, limit], |r| {
+            Ok((
+                Transfer {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    direction: r.get(2)?,
+                    file: r.get(3)?,
+                    remote_path: r.get(4)?,
+                    bytes: r.get(5)?,
+                    sha256: r.get(6)?,
+                    verified: Verified::None,
+                    status: Status::Pending,
+                    attempts: r.get(9)?,
+                    started_at: r.get(10)?,
+                    finished_at: r.get(11)?,
+                    error: None,
+                },
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, Option<String>>(12)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut t, verified, state, error) = row?;
+            let state: FileState = state.parse()?;
+            t.verified = verified.parse()?;
+            t.status = state.status();
+            // The error belongs to the record only while the file is failed.
+            t.error = if t.status == Status::Failed {
+                error
+            } else {
+                None
+            };
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// The most recent run of `job`.
+    pub fn last_run(&self, job: &str) -> anyhow::Result<Option<Run>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, job, trigger, started_at, finished_at, status, files_ok, files_failed,
+                        bytes, error
+                 FROM runs WHERE job = ?1 ORDER BY started_at DESC, id DESC LIMIT 1",
+                [job],
+                |r| {
+                    Ok(Run {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        trigger: r.get(2)?,
+                        started_at: r.get(3)?,
+                        finished_at: r.get(4)?,
+                        status: r.get(5)?,
+                        files_ok: r.get(6)?,
+                        files_failed: r.get(7)?,
+                        bytes: r.get(8)?,
+                        error: r.get(9)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// How many of a job's files are still on their way, and how many failed.
+    pub fn open_counts(&self, job: &str) -> anyhow::Result<OpenCounts> {
+        let (pending, failed) = self.conn.query_row(
+            "SELECT COALESCE(SUM(state NOT IN ('verified', 'done', 'failed')), 0),
+                    COALESCE(SUM(state = 'failed'), 0)
+             FROM files WHERE job = ?1",
+            [job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(OpenCounts { pending, failed })
+    }
+
+    /// Whether a push file with this name, size and mtime was already delivered.
+    pub fn is_delivered(
+        &self,
+        job: &str,
+        name: &str,
+        size: u64,
+        mtime: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM files
+             WHERE job = ?1 AND name = ?2 AND size = ?3 AND mtime = ?4 AND state IN ('verified', 'done')",
+            params![job, name, size, rfc3339(mtime)],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,57 @@
+//! Versioned schema. Migration `i` takes the database from `user_version = i`
+//! to `i + 1`; each runs in one transaction. Never edit a released step: add one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: runs, files and events.
+    r#"
+    CREATE TABLE runs (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        trigger       TEXT NOT NULL,             -- schedule | watch | once | catch_up | rescan
+        started_at    TEXT NOT NULL,             -- RFC 3339 UTC
+        finished_at   TEXT,
+        status        TEXT NOT NULL DEFAULT 'running', -- running | ok | failed | aborted
+        files_ok      INTEGER NOT NULL DEFAULT 0,
+        files_failed  INTEGER NOT NULL DEFAULT 0,
+        bytes         INTEGER NOT NULL DEFAULT 0,
+        error         TEXT
+    );
+    CREATE INDEX runs_by_job ON runs (job, started_at);
+
+    CREATE TABLE files (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        direction     TEXT NOT NULL CHECK (direction IN ('push', 'pull')),
+        name          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        mtime         TEXT,                      -- as the source reported it; NULL when unknown
+        sha256        TEXT,                      -- lowercase hex; NULL until computed
+        remote_path   TEXT NOT NULL,
+        local_path    TEXT,
+        state         TEXT NOT NULL CHECK (state IN
+                        ('seen', 'sending', 'sent', 'renamed', 'verified', 'done', 'failed')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        verified      TEXT NOT NULL DEFAULT 'none' CHECK (verified IN ('hash', 'size', 'none')),
+        last_error    TEXT,
+        run_id        INTEGER REFERENCES runs (id),
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        started_at    TEXT,
+        finished_at   TEXT
+    );
+    CREATE INDEX files_by_job ON files (job, name);
+    CREATE INDEX files_by_state ON files (state);
+    CREATE INDEX files_by_time ON files (created_at);
+
+    CREATE TABLE events (
+        id            INTEGER PRIMARY KEY,
+        at            TEXT NOT NULL,
+        job           TEXT NOT NULL,
+        run_id        INTEGER REFERENCES runs (id),
+        file_id       INTEGER REFERENCES files (id),
+        kind          TEXT NOT NULL,
+        detail        TEXT
+    );
+    CREATE INDEX events_by_file ON events (file_id);
+    "#,
+];

@@ -1,0 +1,11 @@
+//! ferry: a scheduled batch transfer agent for EDI and claims exchange.
+//!
+//! The binary is a thin shell over these modules so integration tests reach
+//! everything the operator can.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod ledger;
+pub mod logging;
+pub mod schedule;
