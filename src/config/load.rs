@@ -60,24 +60,33 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
     }
     let mail = doc.mail.as_ref().and_then(|m| cx.mail(m));
 
-    let (state_dir, jobs_dir, defaults) = match (state_dir, jobs_dir, defaults) {
-        (Some(s), Some(j), Some(d)) => (s, j, d),
-        _ => return None,
+    // A server that is declared but invalid was reported already; jobs that
+    // use it must not add a misleading "unknown server".
+    let declared: Vec<&str> = doc.servers.keys().map(String::as_str).collect();
+    // Jobs are checked even when the defaults are invalid, against stand-in
+    // defaults, so one run reports every error; the load fails regardless.
+    let job_defaults = defaults.clone().unwrap_or(Defaults {
+        timezone: Tz::UTC,
+        retry: RetryPolicy::default(),
+    });
+    let jobs = match &jobs_dir {
+        Some(jobs_dir) => load_jobs(
+            jobs_dir,
+            doc.jobs_dir.as_ref(),
+            path,
+            &servers,
+            &declared,
+            &job_defaults,
+            errors,
+        ),
+        None => BTreeMap::new(),
     };
-    let jobs = load_jobs(
-        &jobs_dir,
-        doc.jobs_dir.as_ref(),
-        path,
-        &servers,
-        &defaults,
-        errors,
-    );
     Some(Config {
         file: path.to_path_buf(),
-        state_dir,
-        jobs_dir,
+        state_dir: state_dir?,
+        jobs_dir: jobs_dir?,
         log: log?,
-        defaults,
+        defaults: defaults?,
         servers,
         mail,
         jobs,
@@ -89,6 +98,7 @@ fn load_jobs(
     jobs_dir_at: Option<&At<String>>,
     agent_file: &Path,
     servers: &BTreeMap<String, Arc<Server>>,
+    declared: &[&str],
     defaults: &Defaults,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, Job> {
@@ -141,7 +151,7 @@ fn load_jobs(
             dir: &dir,
             errors,
         };
-        if let Some(job) = cx.job(&stem, &doc, servers, defaults) {
+        if let Some(job) = cx.job(&stem, &doc, servers, declared, defaults) {
             jobs.insert(stem, job);
         }
     }
@@ -740,14 +750,16 @@ impl Cx<'_> {
         name: &str,
         j: &raw::JobFile,
         servers: &BTreeMap<String, Arc<Server>>,
+        declared: &[&str],
         defaults: &Defaults,
     ) -> Option<Job> {
         let direction = j.direction.value;
         let mut ok = true;
         let server = match servers.get(&j.server.value) {
             Some(s) => Some(s.clone()),
+            None if declared.contains(&j.server.value.as_str()) => None,
             None => {
-                let known: Vec<&str> = servers.keys().map(String::as_str).collect();
+                let known = declared;
                 self.err(
                     &j.server.referenced,
                     if known.is_empty() {

@@ -1,0 +1,205 @@
+//! The command line as operators and scripts meet it: check's report, the
+//! config lookup order, exit codes, and secrets kept out of every output.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::{Fixture, ferry_bin, stderr, stdout};
+
+#[test]
+fn check_prints_each_job_with_its_next_three_runs_in_its_time_zone() {
+    let fx = Fixture::new(&[(
+        "jobs/a.yaml",
+        b"direction: push\nserver: ch\nlocal_dir: ../out\nremote_dir: /inbound\nschedule: \"30 6 * * 1-5\"\ntimezone: America/New_York\nwatch: true\n",
+    )]);
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ferry.yaml: valid — 1 server, 1 job"),
+        "{text}"
+    );
+    assert!(
+        text.contains("push     to ch (127.0.0.1:21, explicit TLS)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("local    out") && text.contains("remote   /inbound"),
+        "{text}"
+    );
+    assert!(
+        text.contains("schedule \"30 6 * * 1-5\" (America/New_York)   watch: yes"),
+        "{text}"
+    );
+    let next = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("next"))
+        .expect("next line");
+    let times: Vec<&str> = next.trim_start()["next".len()..].split(',').collect();
+    assert_eq!(times.len(), 3, "{next}");
+    for t in times {
+        assert!(t.trim().contains("06:30:00 E"), "local New York time: {t}");
+    }
+}
+
+#[test]
+fn check_never_prints_a_secret_even_with_trace_logging() {
+    let fx = Fixture::new(&[
+        (
+            "ferry.yaml",
+            b"log: { format: json, level: trace }\nservers:\n  ch:\n    host: h\n    user: ${FERRY_TEST_USER}\n    password: ${FERRY_TEST_PW}\n  other:\n    host: h2\n    password_file: pw.txt\nmail:\n  smtp: { host: smtp.example.org, user: ferry, password: \"${FERRY_TEST_PW}\" }\n  from: ferry@example.org\n  to: [ops@example.org]\n",
+        ),
+        ("pw.txt", b"file-Secret-99\n"),
+    ]);
+    for args in [
+        &["check"][..],
+        &["status", "--json"][..],
+        &["history"][..],
+        &["ping", "ch"][..],
+    ] {
+        let out = fx
+            .ferry_cmd(args)
+            .env("FERRY_TEST_USER", "acme")
+            .env("FERRY_TEST_PW", "env-Secret-42")
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !all.contains("env-Secret-42") && !all.contains("file-Secret-99"),
+            "{args:?}: {all}"
+        );
+    }
+}
+
+#[test]
+fn config_comes_from_ferry_config_when_no_flag_is_given() {
+    let fx = Fixture::new(&[]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(ferry_bin())
+        .current_dir(elsewhere.path())
+        .arg("check")
+        .env("FERRY_CONFIG", fx.path().join("ferry.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // And without either, ./ferry.yaml is read.
+    let out = Command::new(ferry_bin())
+        .current_dir(fx.path())
+        .arg("check")
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = Command::new(ferry_bin())
+        .current_dir(elsewhere.path())
+        .arg("check")
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("ferry.yaml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn commands_whose_engine_is_not_built_say_so_and_exit_2() {
+    let fx = Fixture::new(&[]);
+    for args in [&["run"][..], &["once", "a"][..], &["ping", "ch"][..]] {
+        let out = fx.ferry(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("is not available yet"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("nothing was transferred"));
+    }
+}
+
+#[test]
+fn unknown_job_or_server_is_bad_usage() {
+    let fx = Fixture::new(&[]);
+    let out = fx.ferry(&["once", "a", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown job 'nope', expected one of a"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fx.ferry(&["ping", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown server 'nope', expected one of ch"));
+    let out = fx.ferry(&["once"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let out = fx.ferry(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn invalid_configuration_stops_every_command_with_exit_2() {
+    let fx = Fixture::new(&[("jobs/a.yaml", b"direction: push\n")]);
+    for args in [
+        &["check"][..],
+        &["run"][..],
+        &["status"][..],
+        &["history"][..],
+        &["once", "a"][..],
+    ] {
+        let out = fx.ferry(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("jobs/a.yaml:"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!fx.state_dir().exists(), "nothing was created");
+}
+
+#[test]
+fn shipped_example_configuration_passes_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(ferry_bin())
+        .current_dir(root)
+        .args(["--config", "examples/ferry.yaml", "check"])
+        .env("CH_PASSWORD", "x")
+        .env("PAYER_PASSWORD", "x")
+        .env("SMTP_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for job in [
+        "acme-837-out",
+        "clearinghouse-999-in",
+        "clearinghouse-277ca-in",
+        "payer-835-in",
+    ] {
+        assert!(
+            text.contains(&format!("\n{job}\n")),
+            "{job} missing:\n{text}"
+        );
+    }
+    // Every shipped job file is a valid job.
+    let jobs = std::fs::read_dir(root.join("jobs")).unwrap().count();
+    assert!(text.contains(&format!("{jobs} jobs")), "{text}");
+}
+
+#[test]
+fn history_piped_into_a_closed_reader_is_not_an_error() {
+    let fx = Fixture::new(&[]);
+    let mut child = fx
+        .ferry_cmd(&["history"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

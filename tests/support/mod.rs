@@ -1,0 +1,87 @@
+//! Shared helpers for integration tests: a configuration folder on disk and
+//! a way to run the real `ferry` binary against it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BASE_AGENT: &str = "\
+servers:
+  ch:
+    host: 127.0.0.1
+    user: acme
+    password: s3cret-Pa55word
+";
+
+pub const BASE_JOB: &str = "\
+direction: push
+server: ch
+local_dir: ../out
+remote_dir: /inbound
+";
+
+/// A temporary folder holding `ferry.yaml`, `jobs/` and whatever a test adds.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// `ferry.yaml` and `jobs/a.yaml` from the valid base, with `files`
+    /// written over them (paths relative to the folder).
+    pub fn new(files: &[(&str, &[u8])]) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = Fixture { dir };
+        f.write("ferry.yaml", BASE_AGENT.as_bytes());
+        f.write("jobs/a.yaml", BASE_JOB.as_bytes());
+        for (path, content) in files {
+            f.write(path, content);
+        }
+        f
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: &[u8]) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.dir.path().join(rel)).unwrap();
+    }
+
+    /// Runs `ferry --config ferry.yaml ARGS...` with the folder as working directory.
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        self.ferry_cmd(args).output().expect("run ferry")
+    }
+
+    pub fn ferry_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.current_dir(self.dir.path())
+            .arg("--config")
+            .arg("ferry.yaml")
+            .args(args)
+            .env_remove("FERRY_CONFIG")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
