@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # them needs root (CI runs as root). Without root the fast tier still runs.
 if [ "$(id -u)" = 0 ]; then
     bash scripts/install-test-deps.sh
+    # The servers themselves work (TLS, session reuse, HASH) before ferry meets them.
+    bash scripts/ftp-server-selftest.sh
+    bash scripts/smtp-server-selftest.sh
 else
     echo "test.sh: not root, skipping package installation (interop tests need it)" >&2
 fi

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Install what the interop test tier needs: vsftpd (installed), ProFTPD
+# (unpacked only, never installed), aiosmtpd, openssl, and lftp/curl for
+# sanity checks. Idempotent: work already done is skipped.
+#
+# Usage: sudo scripts/install-test-deps.sh
+# Env:   FERRY_TEST_CACHE  cache root (default /opt/ferry-test)
+#
+# Result: ProFTPD binary at $FERRY_TEST_CACHE/proftpd/root/usr/sbin/proftpd,
+#         all its modules (core + crypto) in $FERRY_TEST_CACHE/proftpd/modules.
+set -euo pipefail
+
+# Root is needed for apt and, later, for the servers themselves (PAM, setuid).
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-test-deps.sh: must run as root" >&2
+    exit 1
+fi
+
+CACHE=${FERRY_TEST_CACHE:-/opt/ferry-test}
+PROFTPD_DIR=$CACHE/proftpd
+# proftpd-core holds mod_digest.so; proftpd-mod-crypto holds mod_tls.so (checked on bookworm).
+PROFTPD_PKGS=(proftpd-core proftpd-mod-crypto)
+# vsftpd is the one FTP server we really install; the others conflict with it as packages.
+APT_PKGS=(vsftpd python3-aiosmtpd openssl lftp curl ca-certificates)
+
+# No prompts from debconf, ever.
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "install-test-deps: $*" >&2; }
+
+# True when every named package is installed (dpkg status "install ok installed").
+all_installed() {
+    local p st
+    for p in "$@"; do
+        st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        [[ $st == "install ok installed" ]] || return 1
+    done
+}
+
+# True when the unpacked ProFTPD tree is complete and all its libraries resolve.
+proftpd_ready() {
+    local f
+    for f in "$PROFTPD_DIR/root/usr/sbin/proftpd" "$PROFTPD_DIR/modules/mod_tls.so" \
+        "$PROFTPD_DIR/modules/mod_digest.so"; do
+        [[ -e $f ]] || return 1
+        # ldd prints "not found" for every missing shared library.
+        if ldd "$f" 2>/dev/null | grep -q 'not found'; then return 1; fi
+    done
+}
+
+apt_updated=0
+# apt-get update at most once per run, and only when something must be installed.
+apt_update_once() {
+    if [[ $apt_updated -eq 0 ]]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=1
+    fi
+}
+
+# Keep package postinst scripts from starting a system vsftpd on port 21
+# (a container may have no policy-rc.d); removed again on exit.
+POLICY=/usr/sbin/policy-rc.d
+if [[ ! -e $POLICY ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+    chmod 755 "$POLICY"
+    trap 'rm -f "$POLICY"' EXIT
+fi
+
+# 1. Packages installed for real.
+if all_installed "${APT_PKGS[@]}"; then
+    log "packages already installed: ${APT_PKGS[*]}"
+else
+    apt_update_once
+    log "installing ${APT_PKGS[*]}"
+    apt-get install -y -qq --no-install-recommends "${APT_PKGS[@]}" >/dev/null
+fi
+
+# 2. ProFTPD unpacked (dpkg -x), never installed: it conflicts with vsftpd.
+if proftpd_ready; then
+    log "ProFTPD already unpacked in $PROFTPD_DIR"
+else
+    apt_update_once
+    mkdir -p "$PROFTPD_DIR/debs"
+    rm -rf "$PROFTPD_DIR/root" "$PROFTPD_DIR/modules"
+    rm -f "$PROFTPD_DIR"/debs/*.deb
+    log "downloading ${PROFTPD_PKGS[*]}"
+    # apt-get download writes to the current directory; run it as root to avoid the _apt sandbox warning.
+    (cd "$PROFTPD_DIR/debs" && apt-get download -qq -o APT::Sandbox::User=root "${PROFTPD_PKGS[@]}")
+    mkdir -p "$PROFTPD_DIR/root" "$PROFTPD_DIR/modules"
+    deps=()
+    for deb in "$PROFTPD_DIR"/debs/*.deb; do
+        dpkg -x "$deb" "$PROFTPD_DIR/root"
+        # Runtime libraries from Depends (first alternative, version dropped); only lib* packages,
+        # which never conflict with vsftpd, and not proftpd-* itself.
+        while IFS= read -r dep; do
+            dep=${dep%%|*}
+            dep=${dep%%(*}
+            dep=${dep// /}
+            dep=${dep%%:*}
+            # Only the missing ones: installing present ones would upgrade them as a side effect.
+            if [[ $dep == lib* ]] && ! all_installed "$dep"; then deps+=("$dep"); fi
+        done < <(dpkg-deb -f "$deb" Depends | tr ',' '\n')
+    done
+    # One folder with the .so files of both packages, for ProFTPD's ModulePath.
+    cp -a "$PROFTPD_DIR"/root/usr/lib/proftpd/*.so "$PROFTPD_DIR/modules/"
+    if [[ ${#deps[@]} -gt 0 ]]; then
+        log "installing ProFTPD runtime libraries: ${deps[*]}"
+        apt-get install -y -qq --no-install-recommends "${deps[@]}" >/dev/null
+    fi
+    # Record the version unpacked, for reports and debugging.
+    dpkg-deb -f "$PROFTPD_DIR"/debs/proftpd-core_*.deb Version >"$PROFTPD_DIR/VERSION"
+    if ! proftpd_ready; then
+        log "ProFTPD unpacked but not usable; missing libraries:"
+        ldd "$PROFTPD_DIR/root/usr/sbin/proftpd" "$PROFTPD_DIR"/modules/mod_{tls,digest}.so | grep 'not found' >&2 || true
+        exit 1
+    fi
+    log "ProFTPD $(cat "$PROFTPD_DIR/VERSION") unpacked in $PROFTPD_DIR"
+fi
+
+log "vsftpd:  $(command -v vsftpd || echo /usr/sbin/vsftpd) ($(dpkg-query -W -f='${Version}' vsftpd))"
+log "proftpd: $PROFTPD_DIR/root/usr/sbin/proftpd, modules in $PROFTPD_DIR/modules"
+log "aiosmtpd: /usr/bin/python3 -m aiosmtpd ($(dpkg-query -W -f='${Version}' python3-aiosmtpd))"
+log "done"
