@@ -9,3 +9,4 @@ pub mod config;
 pub mod ledger;
 pub mod logging;
 pub mod schedule;
+pub mod transport;

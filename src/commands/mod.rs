@@ -2,7 +2,10 @@
 //! `main` turns those into exit codes.
 
 mod check;
+mod ping;
 mod report;
+
+pub use ping::PingFailed;
 
 use std::io::Write;
 use std::path::Path;
@@ -56,7 +59,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 ))
                 .into());
             }
-            Err(not_built("ping", "the FTPS transport"))
+            ping::ping(cfg.servers[&server].clone(), out)
         }
         Command::Status { json } => {
             let cfg = load(&path)?;

@@ -552,13 +552,16 @@ impl Cx<'_> {
                 ok = false;
             }
             for (key, set) in [
-                ("pin_sha256", s.pin_sha256.as_ref()),
-                ("ca_file", s.ca_file.as_ref()),
-                ("client_cert", s.client_cert.as_ref()),
-                ("tls_versions", None),
+                ("pin_sha256", s.pin_sha256.as_ref().map(|v| v.referenced)),
+                ("ca_file", s.ca_file.as_ref().map(|v| v.referenced)),
+                ("client_cert", s.client_cert.as_ref().map(|v| v.referenced)),
+                (
+                    "tls_versions",
+                    s.tls_versions.as_ref().map(|v| v.referenced),
+                ),
             ] {
-                if let Some(v) = set {
-                    self.err(&v.referenced, format!("{key} has no effect with tls: none"));
+                if let Some(loc) = set {
+                    self.err(&loc, format!("{key} has no effect with tls: none"));
                     ok = false;
                 }
             }
@@ -616,13 +619,13 @@ impl Cx<'_> {
                 (None, None)
             }
         };
-        let mut tls_versions = vec![TlsVersion::V1_2, TlsVersion::V1_3];
+        let mut tls_versions = None;
         if let Some(list) = &s.tls_versions {
-            tls_versions.clear();
+            let mut versions = Vec::new();
             for v in &list.value {
                 match v.value.as_str() {
-                    "1.2" => tls_versions.push(TlsVersion::V1_2),
-                    "1.3" => tls_versions.push(TlsVersion::V1_3),
+                    "1.2" => versions.push(TlsVersion::V1_2),
+                    "1.3" => versions.push(TlsVersion::V1_3),
                     other => {
                         self.err(
                             &v.referenced,
@@ -641,8 +644,9 @@ impl Cx<'_> {
                 );
                 ok = false;
             }
-            tls_versions.sort_by_key(|v| *v as u8);
-            tls_versions.dedup();
+            versions.sort();
+            versions.dedup();
+            tls_versions = Some(versions);
         }
         let timeout = match &s.timeout {
             Some(v) => self.positive_duration(v, "timeout"),

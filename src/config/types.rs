@@ -86,7 +86,7 @@ impl fmt::Display for Secret {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
     V1_2,
     V1_3,
@@ -115,8 +115,10 @@ pub struct Server {
     pub pin_sha256: Option<[u8; 32]>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
-    /// The versions this partner may negotiate; never empty.
-    pub tls_versions: Vec<TlsVersion>,
+    /// The versions this partner may negotiate, never empty; `None` (the
+    /// default) offers TLS 1.2 and moves to 1.3 only if the server refuses
+    /// 1.2 (see `transport::tls` for why 1.2 is preferred).
+    pub tls_versions: Option<Vec<TlsVersion>>,
     pub passive_nat_workaround: bool,
     /// Bound on any single protocol step.
     pub timeout: Duration,
