@@ -85,3 +85,7 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+pub mod certs;
+pub mod ftps_server;
+pub mod real_servers;

@@ -1,0 +1,149 @@
+//! Real Debian FTPS servers (vsftpd, ProFTPD) for the interop tier, started
+//! through `scripts/ftp-server.sh` on ports this test picks and stopped by
+//! process id when dropped. Needs root and `scripts/install-test-deps.sh`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::config::{Secret, Server, TlsMode, TlsVersion};
+
+pub const USER: &str = "ferrytest";
+pub const PASSWORD: &str = "ferrytest-pw";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    VsftpdExplicit,
+    VsftpdImplicit,
+    Proftpd,
+}
+
+impl Kind {
+    fn script_name(self) -> &'static str {
+        match self {
+            Kind::VsftpdExplicit => "vsftpd-explicit",
+            Kind::VsftpdImplicit => "vsftpd-implicit",
+            Kind::Proftpd => "proftpd",
+        }
+    }
+}
+
+pub struct RealServer {
+    pub kind: Kind,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fails loudly (not silently skipped) when the interop tier cannot run, so
+/// CI never reports green without it. `FERRY_SKIP_INTEROP=1` skips on purpose.
+pub fn available() -> bool {
+    if std::env::var_os("FERRY_SKIP_INTEROP").is_some() {
+        eprintln!("FERRY_SKIP_INTEROP is set: skipping the real-server tier");
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let installed = Path::new("/usr/sbin/vsftpd").exists()
+        && Path::new("/opt/ferry-test/proftpd/root/usr/sbin/proftpd").exists();
+    assert!(
+        root && installed,
+        "the real-server tier needs root and the servers: run `bash scripts/test.sh` as root (or set FERRY_SKIP_INTEROP=1)"
+    );
+    true
+}
+
+/// A port P such that P..=P+20 are free now (control port plus passive range).
+fn free_port_block() -> u16 {
+    for _ in 0..200 {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p > 65000 {
+            continue;
+        }
+        let all_free = (p..=p + 20).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok());
+        if all_free {
+            return p;
+        }
+    }
+    panic!("no free block of 21 ports on 127.0.0.1");
+}
+
+impl RealServer {
+    pub fn start(kind: Kind) -> RealServer {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-interop-")
+            .tempdir()
+            .unwrap();
+        for attempt in 0..5 {
+            let port = free_port_block();
+            let out = Command::new("bash")
+                .arg(repo().join("scripts/ftp-server.sh"))
+                .args(["start", kind.script_name()])
+                .arg(dir.path())
+                .arg(port.to_string())
+                .output()
+                .expect("run scripts/ftp-server.sh");
+            if out.status.success() {
+                return RealServer { kind, port, dir };
+            }
+            eprintln!(
+                "starting {} on {port} failed (attempt {attempt}): {}",
+                kind.script_name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("could not start {}", kind.script_name());
+    }
+
+    /// The folder the FTP user sees as `/`.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    pub fn server(&self, name: &str, versions: Option<Vec<TlsVersion>>) -> Arc<Server> {
+        Arc::new(Server {
+            name: name.to_string(),
+            host: "127.0.0.1".to_string(),
+            port: self.port,
+            tls: if self.kind == Kind::VsftpdImplicit {
+                TlsMode::Implicit
+            } else {
+                TlsMode::Explicit
+            },
+            user: USER.to_string(),
+            password: Some(Secret::new(PASSWORD.to_string())),
+            ca_file: Some(self.ca_file()),
+            pin_sha256: None,
+            client_cert: None,
+            client_key: None,
+            tls_versions: versions,
+            passive_nat_workaround: false,
+            timeout: Duration::from_secs(20),
+            max_connections: 2,
+        })
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/ftp-server.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
