@@ -440,7 +440,10 @@ fn classify(e: &std::io::Error) -> TlsProblem {
     };
     match err {
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => TlsProblem::UnknownIssuer,
+            // A different CA with the same name shows up as a bad signature.
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsProblem::UnknownIssuer
+            }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 TlsProblem::WrongHostName
             }

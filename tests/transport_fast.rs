@@ -1,0 +1,362 @@
+//! Fast tier for the FTPS transport: ferry's `FtpsSession` against the
+//! in-process FTPS server with certificates made at test time.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::config::{Secret, Server, TlsMode, TlsVersion};
+use ferry::transport::{ErrorKind, FtpsSession, Remote, TransportError};
+use sha2::{Digest, Sha256};
+use support::certs::{TestPki, self_signed};
+use support::ftps_server::{self, ServerOptions, TestServer, TlsVersions};
+
+fn server_for(srv: &TestServer, host: &str) -> Server {
+    Server {
+        name: "inproc".into(),
+        host: host.into(),
+        port: srv.port(),
+        tls: TlsMode::Explicit,
+        user: srv.user.clone(),
+        password: Some(Secret::new(srv.password.clone())),
+        ca_file: Some(srv.ca_file().to_path_buf()),
+        pin_sha256: None,
+        client_cert: None,
+        client_key: None,
+        tls_versions: None,
+        passive_nat_workaround: false,
+        timeout: Duration::from_secs(10),
+        max_connections: 2,
+    }
+}
+
+async fn connect(srv: &TestServer) -> FtpsSession {
+    FtpsSession::connect(Arc::new(server_for(srv, "127.0.0.1")))
+        .await
+        .expect("connect")
+}
+
+async fn connect_err(server: Server) -> TransportError {
+    match FtpsSession::connect(Arc::new(server)).await {
+        Ok(_) => panic!("connected although it should not"),
+        Err(e) => e,
+    }
+}
+
+fn tricky_bytes() -> Vec<u8> {
+    let mut v = b"ISA*00*~\r\nGS*HC~\nST*837\r\r\n".to_vec();
+    v.extend([0u8, 0, 0xff, 0xfe, b'\n', 0x1a, b'\r']);
+    v.extend((0..=255u8).cycle().take(70_000));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crlf_lf_nul_and_ff_bytes_arrive_byte_identical_both_ways() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut s = connect(&srv).await;
+    let data = tricky_bytes();
+    assert_eq!(
+        s.upload("/tricky.837", 0, &mut &data[..]).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(
+        std::fs::read(srv.root().join("tricky.837")).unwrap(),
+        data,
+        "on the server's disk"
+    );
+    let mut back = Vec::new();
+    assert_eq!(
+        s.download("/tricky.837", 0, &mut back).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(back, data);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_files_go_up_and_come_down_empty() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut s = connect(&srv).await;
+    assert_eq!(s.upload("/empty.837", 0, &mut &b""[..]).await.unwrap(), 0);
+    assert_eq!(
+        std::fs::metadata(srv.root().join("empty.837"))
+            .unwrap()
+            .len(),
+        0
+    );
+    let mut back = Vec::new();
+    assert_eq!(s.download("/empty.837", 0, &mut back).await.unwrap(), 0);
+    assert!(back.is_empty());
+    assert_eq!(s.size("/empty.837").await.unwrap(), Some(0));
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_50_mb_file_streams_up_and_down_intact() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut s = connect(&srv).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.837");
+    let data: Vec<u8> = (0..50 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let want = Sha256::digest(&data);
+    let mut f = tokio::fs::File::open(&src).await.unwrap();
+    assert_eq!(
+        s.upload("/big.837", 0, &mut f).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(
+        Sha256::digest(std::fs::read(srv.root().join("big.837")).unwrap()),
+        want
+    );
+    let dst = tmp.path().join("back.837");
+    let mut out = tokio::fs::File::create(&dst).await.unwrap();
+    assert_eq!(
+        s.download("/big.837", 0, &mut out).await.unwrap(),
+        data.len() as u64
+    );
+    drop(out);
+    assert_eq!(Sha256::digest(std::fs::read(&dst).unwrap()), want);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_rename_delete_mkdir_and_size_work() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut s = connect(&srv).await;
+    s.mkdir("/inbound").await.unwrap();
+    s.upload("/inbound/a b.837.part", 0, &mut &b"hello"[..])
+        .await
+        .unwrap();
+    s.rename("/inbound/a b.837.part", "/inbound/a b.837")
+        .await
+        .unwrap();
+    let listing = s.list("/inbound").await.unwrap();
+    assert_eq!(listing.len(), 1, "{listing:?}");
+    assert_eq!(
+        (
+            listing[0].name.as_str(),
+            listing[0].size,
+            listing[0].is_file
+        ),
+        ("a b.837", 5, true)
+    );
+    assert!(listing[0].mtime.is_some());
+    assert_eq!(s.size("/inbound/a b.837").await.unwrap(), Some(5));
+    assert_eq!(s.size("/inbound/nope.837").await.unwrap(), None);
+    s.delete("/inbound/a b.837").await.unwrap();
+    assert!(s.list("/inbound").await.unwrap().is_empty());
+    let err = s.delete("/inbound/a b.837").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_and_download_resume_from_an_offset() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut s = connect(&srv).await;
+    let data = tricky_bytes();
+    let half = data.len() / 2;
+    s.upload("/r.837", 0, &mut &data[..half]).await.unwrap();
+    s.upload("/r.837", half as u64, &mut &data[half..])
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(srv.root().join("r.837")).unwrap(), data);
+    let mut tail = Vec::new();
+    s.download("/r.837", 1000, &mut tail).await.unwrap();
+    assert_eq!(tail, &data[1000..]);
+    assert!(s.capabilities().resume);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls13_sessions_reuse_tickets_and_log_in_again_before_they_run_out() {
+    let srv = ftps_server::start(ServerOptions {
+        tls_versions: TlsVersions::Tls13,
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.tls_versions = Some(vec![TlsVersion::V1_3]);
+    let mut s = FtpsSession::connect(Arc::new(cfg)).await.unwrap();
+    for i in 0..30 {
+        s.upload(&format!("/t{i}.837"), 0, &mut &b"x"[..])
+            .await
+            .unwrap();
+    }
+    let r = s.report();
+    let tls = r.tls.unwrap();
+    assert_eq!(tls.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(tls.data_connections, tls.data_resumed);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_tls_falls_back_to_13_when_the_server_refuses_12() {
+    let srv = ftps_server::start(ServerOptions {
+        tls_versions: TlsVersions::Tls13,
+        ..Default::default()
+    })
+    .await;
+    let mut s = connect(&srv).await;
+    let r = s.report();
+    assert_eq!(
+        r.tls.unwrap().version,
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert!(r.tls_reason.contains("refused TLS 1.2"), "{}", r.tls_reason);
+    s.upload("/x.837", 0, &mut &b"x"[..]).await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_from_another_ca_is_untrusted_and_names_its_fingerprint() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let other = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.ca_file = Some(other.write_ca_to(dir.path()));
+    let err = connect_err(cfg).await;
+    assert_eq!(err.kind(), ErrorKind::UntrustedCertificate, "{err}");
+    assert!(err.to_string().contains(&srv.leaf.fingerprint()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_for_another_host_name_is_refused() {
+    let pki = Arc::new(TestPki::new());
+    let leaf = pki.leaf(&["partner.example"]);
+    let srv = ftps_server::start(ServerOptions {
+        pki,
+        leaf: Some(leaf),
+        ..Default::default()
+    })
+    .await;
+    let err = connect_err(server_for(&srv, "127.0.0.1")).await;
+    assert_eq!(err.kind(), ErrorKind::WrongHostName, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_certificate_is_refused() {
+    let pki = Arc::new(TestPki::new());
+    let leaf = pki.expired_leaf(&["localhost", "127.0.0.1"]);
+    let srv = ftps_server::start(ServerOptions {
+        pki,
+        leaf: Some(leaf),
+        ..Default::default()
+    })
+    .await;
+    let err = connect_err(server_for(&srv, "127.0.0.1")).await;
+    assert_eq!(err.kind(), ErrorKind::Expired, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_self_signed_certificate_is_accepted() {
+    let leaf = self_signed(&["localhost"]);
+    let srv = ftps_server::start(ServerOptions {
+        leaf: Some(leaf.clone()),
+        ..Default::default()
+    })
+    .await;
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.ca_file = None;
+    cfg.pin_sha256 = Some(ferry::config::parse_fingerprint(&leaf.fingerprint()).unwrap());
+    let mut s = FtpsSession::connect(Arc::new(cfg))
+        .await
+        .expect("a matching pin is trusted");
+    s.upload("/pinned.837", 0, &mut &b"ok"[..]).await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pin_mismatch_is_refused_even_for_a_ca_signed_certificate() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.pin_sha256 = Some([0x11; 32]);
+    let err = connect_err(cfg).await;
+    assert_eq!(err.kind(), ErrorKind::PinMismatch, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&srv.leaf.fingerprint()),
+        "names the presented fingerprint: {msg}"
+    );
+    assert!(msg.contains("11:11:11"), "names the expected pin: {msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_login_refused_without_the_password_in_the_message() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.password = Some(Secret::new("Wr0ng-Secret-77".into()));
+    let err = connect_err(cfg).await;
+    assert_eq!(err.kind(), ErrorKind::LoginRefused, "{err}");
+    assert!(!format!("{err} {err:?}").contains("Wr0ng-Secret-77"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_port_is_connection_refused_and_bad_host_is_resolve() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.port = port;
+    assert_eq!(connect_err(cfg.clone()).await.kind(), ErrorKind::Refused);
+    cfg.host = "no-such-host.invalid".into();
+    assert_eq!(connect_err(cfg).await.kind(), ErrorKind::Resolve);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_server_times_out_within_the_configured_step_timeout() {
+    // Accepts TCP but never greets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        }
+    });
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.port = port;
+    cfg.timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = connect_err(cfg).await;
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificate_is_presented_when_configured() {
+    let pki = Arc::new(TestPki::new());
+    let srv = ftps_server::start(ServerOptions {
+        pki: pki.clone(),
+        client_certs: support::ftps_server::ClientCerts::Require,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = pki.client_leaf("acme").write_to(dir.path(), "client");
+    // Without it the handshake fails...
+    assert!(
+        FtpsSession::connect(Arc::new(server_for(&srv, "127.0.0.1")))
+            .await
+            .is_err()
+    );
+    // ...with it, the session works.
+    let mut cfg = server_for(&srv, "127.0.0.1");
+    cfg.client_cert = Some(client.cert);
+    cfg.client_key = Some(client.key);
+    let mut s = FtpsSession::connect(Arc::new(cfg))
+        .await
+        .expect("client certificate accepted");
+    s.upload("/c.837", 0, &mut &b"c"[..]).await.unwrap();
+    s.close().await;
+}
