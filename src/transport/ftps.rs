@@ -114,7 +114,17 @@ impl FtpsSession {
     /// Opens a fresh control connection and logs in, replacing any old one.
     async fn open(&mut self) -> Result<()> {
         let server = self.server.clone();
-        self.tls = Arc::new(Mutex::new(TlsState::default()));
+        // Counters span the whole session, across fresh control connections.
+        let (data_connections, data_resumed) = self
+            .tls
+            .lock()
+            .map(|s| (s.data_connections, s.data_resumed))
+            .unwrap_or_default();
+        self.tls = Arc::new(Mutex::new(TlsState {
+            data_connections,
+            data_resumed,
+            ..TlsState::default()
+        }));
         self.store = Arc::new(TicketStore::new());
         let t = self.timeout();
         let addr = resolve(&server, t).await?;
