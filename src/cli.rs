@@ -30,6 +30,9 @@ pub enum Command {
         /// Job names (file stems in jobs/).
         #[arg(required = true, value_name = "JOB")]
         jobs: Vec<String>,
+        /// Send files even if the same name and content was delivered before.
+        #[arg(long)]
+        force: bool,
     },
     /// Connect, negotiate TLS and log in; print what the server presents.
     Ping {

@@ -9,4 +9,5 @@ pub mod config;
 pub mod ledger;
 pub mod logging;
 pub mod schedule;
+pub mod transfer;
 pub mod transport;

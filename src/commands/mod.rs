@@ -2,6 +2,7 @@
 //! `main` turns those into exit codes.
 
 mod check;
+mod once;
 mod ping;
 mod report;
 
@@ -44,11 +45,11 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 "the agent (schedules and watched folders)",
             ))
         }
-        Command::Once { jobs } => {
+        Command::Once { jobs, force } => {
             let cfg = load(&path)?;
             known_jobs(&cfg, &jobs)?;
             let _lock = StateLock::acquire(&cfg.state_dir, "once")?;
-            Err(not_built("once", "the transfer engine"))
+            once::once(&cfg, &jobs, force, out)
         }
         Command::Ping { server } => {
             let cfg = load(&path)?;

@@ -181,6 +181,51 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+/// A file's full ledger record, as the engine reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRow {
+    pub id: i64,
+    pub job: String,
+    pub direction: String,
+    pub name: String,
+    pub size: u64,
+    pub mtime: Option<String>,
+    pub sha256: Option<String>,
+    pub remote_path: String,
+    pub local_path: Option<String>,
+    pub state: FileState,
+    pub attempts: u32,
+    pub verified: Verified,
+    pub last_error: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+const FILE_COLUMNS: &str = "id, job, direction, name, size, mtime, sha256, remote_path, local_path,
+                            state, attempts, verified, last_error, finished_at";
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRow, String, String)> {
+    Ok((
+        FileRow {
+            id: r.get(0)?,
+            job: r.get(1)?,
+            direction: r.get(2)?,
+            name: r.get(3)?,
+            size: r.get(4)?,
+            mtime: r.get(5)?,
+            sha256: r.get(6)?,
+            remote_path: r.get(7)?,
+            local_path: r.get(8)?,
+            state: FileState::Seen,
+            attempts: r.get(10)?,
+            verified: Verified::None,
+            last_error: r.get(12)?,
+            finished_at: r.get(13)?,
+        },
+        r.get(9)?,
+        r.get(11)?,
+    ))
+}
+
 /// Filters for `history`.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery<'a> {
@@ -515,6 +560,99 @@ impl Ledger {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         Ok(OpenCounts { pending, failed })
+    }
+
+    fn file_rows(
+        &self,
+        sql_where: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> anyhow::Result<Vec<FileRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE {sql_where} ORDER BY id"
+        ))?;
+        let rows = st.query_map(args, file_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut f, state, verified) = row?;
+            f.state = state.parse()?;
+            f.verified = verified.parse()?;
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    pub fn file(&self, id: i64) -> anyhow::Result<FileRow> {
+        self.file_rows("id = ?1", &[&id])?
+            .pop()
+            .with_context(|| format!("no file with id {id} in the ledger"))
+    }
+
+    /// Files of a job and direction that an earlier run left mid-journey.
+    /// Failed files are not among them: a run retries those when it finds
+    /// them again (still in the outbound folder, still on the server).
+    pub fn unfinished(&self, job: &str, direction: &str) -> anyhow::Result<Vec<FileRow>> {
+        self.file_rows(
+            "job = ?1 AND direction = ?2 AND state NOT IN ('done', 'failed')",
+            &[&job, &direction],
+        )
+    }
+
+    /// The newest record of this exact file (name, size, mtime), in any state.
+    pub fn latest_same(
+        &self,
+        job: &str,
+        direction: &str,
+        name: &str,
+        size: u64,
+        mtime: Option<&str>,
+    ) -> anyhow::Result<Option<FileRow>> {
+        Ok(self
+            .file_rows(
+                "job = ?1 AND direction = ?2 AND name = ?3 AND size = ?4 AND mtime IS ?5",
+                &[&job, &direction, &name, &size, &mtime],
+            )?
+            .pop())
+    }
+
+    /// Delivered records with this name and size (candidates for a content match).
+    pub fn delivered_named(
+        &self,
+        job: &str,
+        direction: &str,
+        name: &str,
+        size: u64,
+    ) -> anyhow::Result<Vec<FileRow>> {
+        self.file_rows(
+            "job = ?1 AND direction = ?2 AND name = ?3 AND size = ?4 AND state IN ('verified', 'done')",
+            &[&job, &direction, &name, &size],
+        )
+    }
+
+    pub fn set_sha256(&self, file_id: i64, sha256: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE files SET sha256 = ?2, updated_at = ?3 WHERE id = ?1",
+            params![file_id, sha256, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_local_path(&self, file_id: i64, path: &Path) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE files SET local_path = ?2, updated_at = ?3 WHERE id = ?1",
+            params![file_id, path.to_string_lossy(), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks runs left `running` by a process that died as aborted.
+    pub fn abort_stale_runs(&self, job: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET status = 'aborted', finished_at = ?2,
+                             error = COALESCE(error, 'ferry stopped during this run')
+             WHERE job = ?1 AND status = 'running'",
+            params![job, now()],
+        )?;
+        Ok(())
     }
 
     /// Whether a push file with this name, size and mtime was already delivered.

@@ -1,0 +1,135 @@
+//! `ferry once JOB...`: run the named jobs now, once each; one line per file
+//! and a summary; exit 1 when any file failed.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::{Outcome, write_all};
+use crate::config::Config;
+use crate::ledger::{Ledger, Verified};
+use crate::transfer::{Engine, FileStatus, RunOptions, RunReport, Trigger};
+
+pub fn once(
+    cfg: &Config,
+    jobs: &[String],
+    force: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let ledger = Ledger::open(&cfg.state_dir)?;
+    let engine = Engine::new(cfg.state_dir.clone(), ledger);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut any_failed = false;
+    for name in jobs {
+        let job = &cfg.jobs[name];
+        let report = rt.block_on(engine.run_job(job, Trigger::Once, RunOptions { force }))?;
+        any_failed |= report.failed() > 0;
+        write_all(out, &render(&report, &job.server.name))?;
+        out.flush().ok();
+    }
+    Ok(if any_failed {
+        Outcome::FilesFailed
+    } else {
+        Outcome::Success
+    })
+}
+
+fn render(r: &RunReport, server: &str) -> String {
+    let mut s = String::new();
+    let dir = r.direction.as_str();
+    let _ = writeln!(
+        s,
+        "{} ({dir} {} {server})",
+        r.job,
+        if dir == "push" { "to" } else { "from" }
+    );
+    if let Some(e) = &r.connection_error {
+        let _ = writeln!(s, "  {e}");
+    }
+    let mut skipped = 0;
+    for f in &r.files {
+        let (label, detail) = match &f.status {
+            FileStatus::Delivered => (
+                "delivered",
+                format!(
+                    "{:>12}  {:<5} {}",
+                    human_bytes(f.bytes),
+                    f.verified.as_str(),
+                    f.remote_path
+                ),
+            ),
+            FileStatus::Failed { error } => (
+                "FAILED",
+                format!(
+                    "after {} attempt{}: {error}",
+                    f.attempts,
+                    if f.attempts == 1 { "" } else { "s" }
+                ),
+            ),
+            FileStatus::NotReady => ("waiting", f.note.clone().unwrap_or_default()),
+            FileStatus::AlreadyDelivered { .. } => {
+                skipped += 1;
+                continue;
+            }
+        };
+        let _ = writeln!(s, "  {label:<10} {}  {detail}", f.name);
+        if let (FileStatus::Delivered, Some(note)) = (&f.status, &f.note) {
+            let _ = writeln!(s, "  {:<10} {}  ({note})", "", f.name);
+        }
+    }
+    let delivered = r.delivered();
+    let hash = r
+        .files
+        .iter()
+        .filter(|f| f.status == FileStatus::Delivered && f.verified == Verified::Hash)
+        .count();
+    let size = r
+        .files
+        .iter()
+        .filter(|f| f.status == FileStatus::Delivered && f.verified == Verified::Size)
+        .count();
+    let none = delivered - hash - size;
+    let waiting = r
+        .files
+        .iter()
+        .filter(|f| f.status == FileStatus::NotReady)
+        .count();
+    let _ = write!(
+        s,
+        "{}: {} delivered ({}; verified by hash {hash}, size {size}, not verified {none}), {} failed",
+        r.job,
+        delivered,
+        human_bytes(r.bytes()),
+        r.failed()
+    );
+    if waiting > 0 {
+        let _ = write!(s, ", {waiting} waiting");
+    }
+    if skipped > 0 {
+        let _ = write!(s, ", {skipped} already delivered earlier (not sent again)");
+    }
+    let _ = writeln!(s, " in {:.1}s", r.duration.as_secs_f64());
+    s
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        v /= 1024.0;
+        unit = u;
+        if v < 1024.0 {
+            break;
+        }
+    }
+    format!("{v:.1} {unit}")
+}

@@ -1,0 +1,248 @@
+//! The local side of a transfer: which files are ready, hashing while
+//! streaming, and placing files without ever overwriting one.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::Job;
+
+/// A local file as one `stat` saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+}
+
+impl LocalFile {
+    pub fn stat(path: &Path) -> io::Result<LocalFile> {
+        let meta = std::fs::metadata(path)?;
+        Ok(LocalFile {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: path.to_path_buf(),
+            size: meta.len(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into(),
+        })
+    }
+
+    /// The mtime as the ledger stores it.
+    pub fn mtime_key(&self) -> String {
+        crate::ledger::rfc3339(self.mtime)
+    }
+
+    /// Whether the file on disk is still exactly what this record says.
+    pub fn unchanged(&self) -> bool {
+        LocalFile::stat(&self.path)
+            .is_ok_and(|now| now.size == self.size && now.mtime == self.mtime)
+    }
+}
+
+/// Files in a push job's folder that match its patterns, split into those
+/// ready to send (size and mtime unchanged for `stable_for`) and those still
+/// being written. Waits at most `stable_for` for recently changed files.
+pub async fn scan_ready(job: &Job) -> io::Result<(Vec<LocalFile>, Vec<String>)> {
+    let mut candidates = Vec::new();
+    for entry in std::fs::read_dir(&job.local_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !job.filter.matches(&name) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        if let Ok(f) = LocalFile::stat(&entry.path()) {
+            candidates.push(f);
+        }
+    }
+    candidates.sort_by(|a, b| a.name.cmp(&b.name));
+    let now: DateTime<Utc> = SystemTime::now().into();
+    let stable = chrono::Duration::from_std(job.stable_for).unwrap_or_default();
+    let youngest = candidates
+        .iter()
+        .map(|f| stable - (now - f.mtime))
+        .filter(|left| *left > chrono::Duration::zero())
+        .max();
+    if let Some(left) = youngest {
+        // Someone wrote recently: watch the files hold still for the rest of the window.
+        tokio::time::sleep(left.to_std().unwrap_or(Duration::ZERO).min(job.stable_for)).await;
+    }
+    let mut ready = Vec::new();
+    let mut waiting = Vec::new();
+    for f in candidates {
+        match LocalFile::stat(&f.path) {
+            Ok(again) if again == f => ready.push(f),
+            Ok(_) => waiting.push(f.name),
+            Err(_) => {} // gone meanwhile
+        }
+    }
+    Ok((ready, waiting))
+}
+
+/// Wraps a reader or writer and computes the SHA-256 and length of every
+/// byte that passes, so a file is read exactly once.
+pub struct Hashing<T> {
+    inner: T,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<T> Hashing<T> {
+    pub fn new(inner: T) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Feeds bytes that are not streamed (the part already on the server when resuming).
+    pub fn absorb(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn finish(self) -> (T, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+    }
+
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Hashing<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let new = &buf.filled()[before..];
+            self.hasher.update(new);
+            self.bytes += new.len() as u64;
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Hashing<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.hasher.update(&data[..n]);
+            self.bytes += n as u64;
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// `remit.835` -> `remit.1.835`: a suffix that keeps the extension, so the
+/// consumer's `*.835` still matches.
+pub fn suffixed(name: &str, n: u32) -> String {
+    match name.rfind('.') {
+        Some(i) if i > 0 => format!("{}.{n}{}", &name[..i], &name[i..]),
+        _ => format!("{name}.{n}"),
+    }
+}
+
+/// Moves `src` into `dir` as `name`, or `name` with a suffix if that exists:
+/// never overwrites. Atomic (a hard link then unlink) on one file system,
+/// copy + fsync + unlink across file systems. Returns where it went.
+pub fn place_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for n in 0..10_000u32 {
+        let candidate = dir.join(if n == 0 {
+            name.to_string()
+        } else {
+            suffixed(name, n)
+        });
+        match std::fs::hard_link(src, &candidate) {
+            Ok(()) => {
+                std::fs::remove_file(src)?;
+                sync_dir(dir);
+                if let Some(parent) = src.parent() {
+                    sync_dir(parent);
+                }
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                return copy_no_overwrite(src, dir, name);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "no free name for {name} in {}",
+        dir.display()
+    )))
+}
+
+fn copy_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let tmp = dir.join(format!(".{name}.part"));
+    std::fs::copy(src, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    let placed = place_no_overwrite(&tmp, dir, name)?;
+    std::fs::remove_file(src)?;
+    Ok(placed)
+}
+
+/// Makes a rename or link durable: the directory entry itself is fsynced.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffix_keeps_the_extension() {
+        assert_eq!(suffixed("remit.835", 1), "remit.1.835");
+        assert_eq!(suffixed("a.b.999", 2), "a.b.2.999");
+        assert_eq!(suffixed("README", 3), "README.3");
+        assert_eq!(suffixed(".hidden", 1), ".hidden.1");
+    }
+
+    #[test]
+    fn placing_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let dst = d.path().join("out");
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::write(dst.join("x.835"), b"old").unwrap();
+        let src = d.path().join("in.part");
+        std::fs::write(&src, b"new").unwrap();
+        let placed = place_no_overwrite(&src, &dst, "x.835").unwrap();
+        assert_eq!(placed, dst.join("x.1.835"));
+        assert_eq!(std::fs::read(dst.join("x.835")).unwrap(), b"old");
+        assert_eq!(std::fs::read(&placed).unwrap(), b"new");
+        assert!(!src.exists());
+    }
+}
