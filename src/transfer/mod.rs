@@ -11,7 +11,9 @@ mod push;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,12 +27,21 @@ use crate::transport::{self, ErrorKind, Remote, TransportError};
 /// Below this many files per session, a run uses a single session.
 const FILES_PER_SESSION: usize = 10;
 
+/// Opens a logged-in session with a server.
+pub type ConnectFn = Arc<
+    dyn Fn(Arc<Server>) -> Pin<Box<dyn Future<Output = transport::Result<Box<dyn Remote>>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What the engine needs besides the job: where state lives and the ledger.
 pub struct Engine {
     pub state_dir: PathBuf,
     pub ledger: Arc<Mutex<Ledger>>,
     /// `max_connections` per server, shared by every job of this process.
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// How sessions are opened: the FTPS transport, or a test's wrapper around it.
+    connector: ConnectFn,
 }
 
 /// Why a run was started, as the ledger records it.
@@ -125,8 +136,12 @@ impl RunReport {
 pub(crate) enum Failure {
     /// The transport failed; retried unless the session cannot be reopened.
     Transport(TransportError),
-    /// Worth another attempt (hash mismatch, local file changed while sending).
+    /// Worth another attempt (local file changed while sending, short download).
     Retry(String),
+    /// The server holds other bytes than we sent or it reported. Retried on a
+    /// fresh session: ProFTPD's mod_digest caches digests per session, so the
+    /// same session would report the stale digest again.
+    Mismatch(String),
     /// No attempt can succeed (verify: hash on a server without hash, remote file gone).
     Permanent(String),
 }
@@ -135,7 +150,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Transport(e) => write!(f, "{e}"),
-            Failure::Retry(s) | Failure::Permanent(s) => f.write_str(s),
+            Failure::Retry(s) | Failure::Mismatch(s) | Failure::Permanent(s) => f.write_str(s),
         }
     }
 }
@@ -154,7 +169,8 @@ impl From<anyhow::Error> for Failure {
 
 impl Failure {
     fn session_broken(&self) -> bool {
-        matches!(self, Failure::Transport(e) if e.is_session_fatal())
+        matches!(self, Failure::Mismatch(_))
+            || matches!(self, Failure::Transport(e) if e.is_session_fatal())
     }
     fn permanent(&self) -> bool {
         matches!(self, Failure::Permanent(_))
@@ -194,7 +210,14 @@ impl Engine {
             state_dir,
             ledger: Arc::new(Mutex::new(ledger)),
             limits: Mutex::new(HashMap::new()),
+            connector: Arc::new(|server| Box::pin(transport::connect(server))),
         }
+    }
+
+    /// Replaces how sessions are opened (fault-injection tests wrap the real one).
+    pub fn with_connector(mut self, connector: ConnectFn) -> Engine {
+        self.connector = connector;
+        self
     }
 
     /// Runs the ledger call `f` (short, synchronous).
@@ -348,7 +371,9 @@ impl Engine {
                     Ok(o) => break o,
                     Err(f) => {
                         warn!(job = %job.name, file = item.name(), attempt, error = %f, "attempt failed");
-                        if f.session_broken()
+                        // A session the error killed (or that cannot be trusted) is replaced.
+                        let dead = session.as_ref().is_none_or(|s| !s.is_open());
+                        if (f.session_broken() || dead)
                             && let Some(mut s) = session.take()
                         {
                             s.close().await;
@@ -374,7 +399,7 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match transport::connect(job.server.clone()).await {
+            match (self.connector)(job.server.clone()).await {
                 Ok(s) => return Ok(s),
                 Err(e) if connect_retryable(&e) && attempt < job.retry.attempts => {
                     warn!(job = %job.name, server = %job.server.name, attempt, error = %e, "cannot connect; retrying");

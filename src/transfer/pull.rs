@@ -392,7 +392,7 @@ async fn verify_download(
         Verify::Size => Ok(Verified::Size),
         Verify::Hash | Verify::Auto => match remote.sha256(path).await? {
             Some(h) if hex::encode(h) == sha => Ok(Verified::Hash),
-            Some(h) => Err(Failure::Retry(format!(
+            Some(h) => Err(Failure::Mismatch(format!(
                 "hash mismatch on {path}: downloaded SHA-256 {sha}, server computed {}",
                 hex::encode(h)
             ))),

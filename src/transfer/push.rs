@@ -390,7 +390,7 @@ fn no_hash(server: &str) -> String {
 async fn check_size(remote: &mut dyn Remote, path: &str, size: u64) -> Result<(), Failure> {
     match remote.size(path).await? {
         Some(n) if n == size => Ok(()),
-        Some(n) => Err(Failure::Retry(format!(
+        Some(n) => Err(Failure::Mismatch(format!(
             "size mismatch: the local file has {size} bytes, the server's {path} has {n}"
         ))),
         None => Err(Failure::Retry(format!("{path} is not on the server"))),
@@ -408,7 +408,7 @@ pub(super) async fn verify(
     server: &str,
 ) -> Result<Verified, Failure> {
     let mismatch = |remote_hash: &[u8; 32]| {
-        Failure::Retry(format!(
+        Failure::Mismatch(format!(
             "hash mismatch on {path}: local SHA-256 {sha}, server computed {}",
             hex::encode(remote_hash)
         ))

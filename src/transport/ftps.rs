@@ -560,6 +560,10 @@ impl Remote for FtpsSession {
         &self.caps
     }
 
+    fn is_open(&self) -> bool {
+        self.ftp.is_some()
+    }
+
     async fn close(&mut self) {
         if let Some(mut ftp) = self.ftp.take() {
             let _ = tokio::time::timeout(self.server.timeout, ftp.quit()).await;

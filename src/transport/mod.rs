@@ -70,6 +70,8 @@ pub trait Remote: Send {
     /// The server's SHA-256 of `path`, or `None` when it offers no SHA-256 command.
     async fn sha256(&mut self, path: &str) -> Result<Option<[u8; 32]>>;
     fn capabilities(&self) -> &Capabilities;
+    /// False once an error left the connection unusable; the caller opens a new session.
+    fn is_open(&self) -> bool;
     /// Logs out; errors on the way out are not worth failing a run for.
     async fn close(&mut self);
 }
