@@ -41,10 +41,12 @@ impl LocalFile {
         crate::ledger::rfc3339(self.mtime)
     }
 
-    /// Whether the file on disk is still exactly what this record says.
+    /// Whether the file on disk is still what this record says, at the
+    /// precision the ledger keeps (milliseconds), so a record read back from
+    /// the ledger compares equal to the file it describes.
     pub fn unchanged(&self) -> bool {
         LocalFile::stat(&self.path)
-            .is_ok_and(|now| now.size == self.size && now.mtime == self.mtime)
+            .is_ok_and(|now| now.size == self.size && now.mtime_key() == self.mtime_key())
     }
 }
 

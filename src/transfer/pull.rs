@@ -166,7 +166,14 @@ async fn list_stable(
 ) -> Result<(Vec<RemoteEntry>, Vec<String>), TransportError> {
     let pick = |v: Vec<RemoteEntry>| -> Vec<RemoteEntry> {
         v.into_iter()
-            .filter(|e| e.is_file && job.filter.matches(&e.name))
+            .filter(|e| {
+                // Checked again here, whatever the transport did: a name becomes a local path.
+                if let Some(why) = crate::transport::listing::unsafe_name(&e.name) {
+                    warn!(job = %job.name, name = %e.name.escape_debug(), why, "skipping an unsafe remote name");
+                    return false;
+                }
+                e.is_file && job.filter.matches(&e.name)
+            })
             .collect()
     };
     let first = pick(remote.list(&job.remote_dir).await?);

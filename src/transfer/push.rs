@@ -419,7 +419,7 @@ pub(super) async fn verify(
         Verify::Hash => match remote.sha256(path).await? {
             Some(h) if hex::encode(h) == sha => Ok(Verified::Hash),
             Some(h) => Err(mismatch(&h)),
-            None => return Err(Failure::Permanent(no_hash(server))),
+            None => Err(Failure::Permanent(no_hash(server))),
         },
         Verify::Auto => match remote.sha256(path).await? {
             Some(h) if hex::encode(h) == sha => Ok(Verified::Hash),
