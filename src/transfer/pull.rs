@@ -61,21 +61,9 @@ pub(super) async fn run(
         })
         .collect();
 
-    let mut session = match engine.connect(job).await {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("cannot reach {}: {e}", job.server.name);
-            for it in &items {
-                outcomes.push(engine.fail_item(it, &msg));
-            }
-            return Ok(report(job, outcomes, Some(msg)));
-        }
-    };
-    let listing = match list_stable(session.as_mut(), job).await {
-        Ok(l) => l,
-        Err(e) => {
-            session.close().await;
-            let msg = format!("cannot list {} on {}: {e}", job.remote_dir, job.server.name);
+    let (mut session, listing) = match list_with_retries(engine, job).await {
+        Ok(v) => v,
+        Err(msg) => {
             for it in &items {
                 outcomes.push(engine.fail_item(it, &msg));
             }
@@ -155,6 +143,36 @@ fn report(job: &Job, files: Vec<FileOutcome>, connection_error: Option<String>) 
         files,
         connection_error,
         duration: Default::default(),
+    }
+}
+
+/// Connects and lists, retrying a lost connection with backoff like any
+/// other attempt. Returns the session (kept for the downloads) and listing.
+async fn list_with_retries(
+    engine: &Engine,
+    job: &Job,
+) -> Result<(Box<dyn Remote>, (Vec<RemoteEntry>, Vec<String>)), String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut session = engine
+            .connect(job)
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", job.server.name))?;
+        match list_stable(session.as_mut(), job).await {
+            Ok(l) => return Ok((session, l)),
+            Err(e) => {
+                session.close().await;
+                if !e.is_session_fatal() || attempt >= job.retry.attempts {
+                    return Err(format!(
+                        "cannot list {} on {}: {e}",
+                        job.remote_dir, job.server.name
+                    ));
+                }
+                warn!(job = %job.name, attempt, error = %e, "listing failed; retrying");
+                tokio::time::sleep(super::backoff(&job.retry, attempt)).await;
+            }
+        }
     }
 }
 

@@ -87,5 +87,8 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub mod certs;
+pub mod cut_proxy;
+pub mod engine;
+pub mod faults;
 pub mod ftps_server;
 pub mod real_servers;

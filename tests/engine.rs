@@ -1,0 +1,379 @@
+//! Fast tier for the transfer engine, against the in-process FTPS server:
+//! idempotency, duplicates, never overwriting, and each bad situation giving
+//! a clear per-file error while losing nothing.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::ledger::Verified;
+use ferry::transfer::FileStatus;
+use ferry::transport::RemoteEntry;
+use support::engine::{Setup, hooked, inprocess_yaml, run, run_forced};
+use support::ftps_server::{self, ServerOptions};
+
+const FAST_RETRY: &str = "retry: { attempts: 2, initial_delay: 10ms, max_delay: 20ms }\n";
+
+fn push_job(extra: &str) -> String {
+    format!(
+        "direction: push\nserver: srv\nlocal_dir: ../outbox\nremote_dir: /inbound\nstable_for: 0s\n{FAST_RETRY}{extra}"
+    )
+}
+
+fn pull_job(extra: &str) -> String {
+    format!(
+        "direction: pull\nserver: srv\nlocal_dir: ../inbox\nremote_dir: /outbound\nstable_for: 0s\n{FAST_RETRY}{extra}"
+    )
+}
+
+fn statuses(r: &ferry::transfer::RunReport) -> Vec<(String, FileStatus)> {
+    r.files
+        .iter()
+        .map(|f| (f.name.clone(), f.status.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_push_with_keep_sends_nothing() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("out", &push_job("after_push: keep\n"));
+    s.drop_file("outbox/a.837", b"ISA*a~");
+    s.drop_file("outbox/b.837", b"ISA*b~");
+    let (cfg, engine) = (s.config(), s.engine());
+    let first = run(&engine, &cfg, "out").await;
+    assert_eq!(first.delivered(), 2);
+    // The partner picks the files up; a resend would show up again.
+    std::fs::remove_file(srv.root().join("inbound/a.837")).unwrap();
+    std::fs::remove_file(srv.root().join("inbound/b.837")).unwrap();
+    let second = run(&engine, &cfg, "out").await;
+    assert_eq!(second.delivered(), 0, "{second:?}");
+    assert!(
+        second
+            .files
+            .iter()
+            .all(|f| matches!(f.status, FileStatus::AlreadyDelivered { .. }))
+    );
+    assert_eq!(
+        std::fs::read_dir(srv.root().join("inbound"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing was sent again"
+    );
+    assert!(s.local("outbox/a.837").exists(), "keep leaves the file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_pull_downloads_nothing() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("outbound")).unwrap();
+    std::fs::write(srv.root().join("outbound/ack.999"), b"ISA*ack~").unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("in", &pull_job("after_pull: keep\n"));
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "in").await.delivered(), 1);
+    std::fs::remove_file(s.local("inbox/ack.999")).unwrap(); // the consumer took it
+    let second = run(&engine, &cfg, "in").await;
+    assert_eq!(second.delivered(), 0, "{second:?}");
+    assert!(!s.local("inbox/ack.999").exists(), "not downloaded twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_name_with_new_content_is_transferred_again_both_ways() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    std::fs::create_dir(srv.root().join("outbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("out", &push_job("after_push: keep\n"));
+    s.job("in", &pull_job("after_pull: keep\n"));
+    let (cfg, engine) = (s.config(), s.engine());
+    s.drop_file("outbox/claims.837", b"ISA*day-1~");
+    std::fs::write(srv.root().join("outbound/remit.835"), b"ISA*remit-1~").unwrap();
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    assert_eq!(run(&engine, &cfg, "in").await.delivered(), 1);
+    // Partners re-use names: new content under the same name, the next day.
+    s.drop_file("outbox/claims.837", b"ISA*day-2, longer~");
+    std::fs::write(
+        srv.root().join("outbound/remit.835"),
+        b"ISA*remit-2, longer~",
+    )
+    .unwrap();
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    let pulled = run(&engine, &cfg, "in").await;
+    assert_eq!(pulled.delivered(), 1);
+    assert_eq!(
+        std::fs::read(srv.root().join("inbound/claims.837")).unwrap(),
+        b"ISA*day-2, longer~"
+    );
+    assert_eq!(
+        std::fs::read(s.local("inbox/remit.835")).unwrap(),
+        b"ISA*remit-1~",
+        "never overwritten"
+    );
+    assert_eq!(
+        std::fs::read(s.local("inbox/remit.1.835")).unwrap(),
+        b"ISA*remit-2, longer~"
+    );
+    let note = pulled.files[0].note.as_deref().unwrap_or("");
+    assert!(
+        note.contains("saved as remit.1.835"),
+        "the operator is told: {note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_content_dropped_again_is_not_sent_again_unless_forced() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("out", &push_job(""));
+    let (cfg, engine) = (s.config(), s.engine());
+    s.drop_file("outbox/claims.837", b"ISA*same~");
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    std::fs::remove_file(srv.root().join("inbound/claims.837")).unwrap();
+    // Dropped again (a new mtime), same bytes.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(s.local("outbox/claims.837"), b"ISA*same~").unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(s.local("outbox/claims.837"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let again = run(&engine, &cfg, "out").await;
+    assert!(
+        matches!(again.files[0].status, FileStatus::AlreadyDelivered { .. }),
+        "{again:?}"
+    );
+    assert!(!srv.root().join("inbound/claims.837").exists());
+    let forced = run_forced(&engine, &cfg, "out").await;
+    assert_eq!(forced.delivered(), 1);
+    assert!(srv.root().join("inbound/claims.837").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_fails_every_file_together_with_one_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    let s = Setup::new(
+        &inprocess_yaml(&srv).replace(&format!("port: {}", srv.port()), &format!("port: {port}")),
+    );
+    s.job("out", &push_job(""));
+    for i in 0..5 {
+        s.drop_file(&format!("outbox/c{i}.837"), b"ISA~");
+    }
+    let (cfg, engine) = (s.config(), s.engine());
+    let r = run(&engine, &cfg, "out").await;
+    let err = r.connection_error.clone().expect("one connection error");
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(r.failed(), 5);
+    for f in &r.files {
+        assert_eq!(f.status, FileStatus::Failed { error: err.clone() });
+    }
+    for i in 0..5 {
+        assert!(
+            s.local(&format!("outbox/c{i}.837")).exists(),
+            "failed files stay where they were"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_file_deleted_between_list_and_download_fails_alone_and_clearly() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("outbound")).unwrap();
+    std::fs::write(srv.root().join("outbound/gone.999"), b"ISA*1~").unwrap();
+    std::fs::write(srv.root().join("outbound/kept.999"), b"ISA*2~").unwrap();
+    let root = srv.root().to_path_buf();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("in", &pull_job(""));
+    let cfg = s.config();
+    let engine = s.engine().with_connector(hooked(
+        Arc::new(move |path: &str| {
+            if path.ends_with("gone.999") {
+                let _ = std::fs::remove_file(root.join("outbound/gone.999"));
+            }
+        }),
+        vec![],
+    ));
+    let r = run(&engine, &cfg, "in").await;
+    let gone = r.files.iter().find(|f| f.name == "gone.999").unwrap();
+    match &gone.status {
+        FileStatus::Failed { error } => {
+            assert!(error.contains("disappeared from the server"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(gone.attempts, 1, "not retried: it is gone");
+    assert_eq!(
+        r.files
+            .iter()
+            .find(|f| f.name == "kept.999")
+            .unwrap()
+            .status,
+        FileStatus::Delivered
+    );
+    assert!(!s.local("inbox/.gone.999.part").exists());
+    assert!(!s.local("inbox/gone.999").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_remote_name_is_never_written_outside_local_dir() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("outbound")).unwrap();
+    std::fs::write(srv.root().join("outbound/ok.999"), b"ISA*ok~").unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("in", &pull_job(""));
+    let cfg = s.config();
+    let hostile = [
+        "../escape.999",
+        "/etc/cron.d/evil",
+        "..\\win.999",
+        "a\nb.999",
+        "..",
+    ]
+    .iter()
+    .map(|n| RemoteEntry {
+        name: n.to_string(),
+        size: 5,
+        mtime: None,
+        is_file: true,
+    })
+    .collect();
+    let engine = s
+        .engine()
+        .with_connector(hooked(Arc::new(|_: &str| {}), hostile));
+    let r = run(&engine, &cfg, "in").await;
+    assert_eq!(
+        statuses(&r),
+        vec![("ok.999".to_string(), FileStatus::Delivered)]
+    );
+    assert!(!s.path().join("escape.999").exists());
+    let names: Vec<String> = std::fs::read_dir(s.local("inbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["ok.999"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_hash_on_a_server_without_hash_fails_at_once_and_says_why() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("out", &push_job("verify: hash\n"));
+    s.drop_file("outbox/a.837", b"ISA~");
+    let (cfg, engine) = (s.config(), s.engine());
+    let r = run(&engine, &cfg, "out").await;
+    match &r.files[0].status {
+        FileStatus::Failed { error } => {
+            assert!(error.contains("offers no SHA-256 command"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.files[0].attempts, 1, "permanent: not retried");
+    assert!(
+        !srv.root().join("inbound/a.837").exists(),
+        "an unverifiable upload never gets the final name"
+    );
+    assert!(!srv.root().join("inbound/a.837.part").exists());
+    assert!(s.local("outbox/a.837").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_upload_writes_the_final_name_and_is_verified_by_size() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("out", &push_job("upload: direct\nafter_push: delete\n"));
+    s.drop_file("outbox/a.837", b"ISA*direct~");
+    let (cfg, engine) = (s.config(), s.engine());
+    let r = run(&engine, &cfg, "out").await;
+    assert_eq!(r.files[0].status, FileStatus::Delivered);
+    assert_eq!(r.files[0].verified, Verified::Size);
+    assert_eq!(
+        std::fs::read(srv.root().join("inbound/a.837")).unwrap(),
+        b"ISA*direct~"
+    );
+    assert!(
+        !s.local("outbox/a.837").exists(),
+        "deleted after verified delivery"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_still_being_written_is_left_for_the_next_run() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job(
+        "out",
+        &push_job("").replace("stable_for: 0s", "stable_for: 1s"),
+    );
+    std::fs::create_dir_all(s.local("outbox")).unwrap();
+    let path = s.local("outbox/slow.837");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        for _ in 0..15 {
+            f.write_all(b"ISA*part~\n").unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let (cfg, engine) = (s.config(), s.engine());
+    let r = run(&engine, &cfg, "out").await;
+    writer.join().unwrap();
+    assert_eq!(
+        statuses(&r),
+        vec![("slow.837".to_string(), FileStatus::NotReady)]
+    );
+    assert!(
+        std::fs::read_dir(srv.root().join("inbound"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing sent early"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = run(&engine, &cfg, "out").await;
+    assert_eq!(r.delivered(), 1);
+    assert_eq!(
+        std::fs::read(srv.root().join("inbound/slow.837"))
+            .unwrap()
+            .len(),
+        150
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_shares_max_connections_sessions_instead_of_one_per_file() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&format!("{}    max_connections: 3\n", inprocess_yaml(&srv)));
+    s.job("out", &push_job(""));
+    for i in 0..60 {
+        s.drop_file(
+            &format!("outbox/c{i:02}.837"),
+            format!("ISA*{i}~").as_bytes(),
+        );
+    }
+    let (cfg, engine) = (s.config(), s.engine());
+    let before = srv.connections_accepted();
+    let r = run(&engine, &cfg, "out").await;
+    assert_eq!(r.delivered(), 60);
+    assert_eq!(
+        srv.connections_accepted() - before,
+        3,
+        "three sessions for sixty files"
+    );
+    assert_eq!(s.archived("out").len(), 60);
+}
