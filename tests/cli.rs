@@ -204,3 +204,31 @@ fn history_piped_into_a_closed_reader_is_not_an_error() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn once_exits_1_when_a_file_fails_and_prints_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fx = Fixture::new(&[
+        (
+            "ferry.yaml",
+            format!("servers:\n  ch:\n    host: 127.0.0.1\n    port: {port}\n    user: u\n    password: p\n    pin_sha256: \"{}\"\n", "AB".repeat(32)).as_bytes(),
+        ),
+        ("jobs/a.yaml", b"direction: push\nserver: ch\nlocal_dir: ../out\nremote_dir: /in\nstable_for: 0s\nretry: { attempts: 2, initial_delay: 1ms, max_delay: 2ms }\n"),
+        ("out/claims.837", b"ISA~"),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let out = fx.ferry(&["once", "a"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("FAILED     claims.837"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        text.contains("a: 0 delivered") && text.contains("1 failed"),
+        "{text}"
+    );
+    assert!(fx.path().join("out/claims.837").exists());
+}

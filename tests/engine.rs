@@ -377,3 +377,53 @@ async fn a_large_batch_shares_max_connections_sessions_instead_of_one_per_file()
     );
     assert_eq!(s.archived("out").len(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_file_still_growing_between_two_listings_is_left_for_the_next_run() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("outbound")).unwrap();
+    std::fs::write(srv.root().join("outbound/done.835"), b"ISA*complete~").unwrap();
+    let growing = srv.root().join("outbound/growing.835");
+    std::fs::write(&growing, b"ISA*").unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job(
+        "in",
+        &pull_job("").replace("stable_for: 0s", "stable_for: 600ms"),
+    );
+    let (cfg, engine) = (s.config(), s.engine());
+    let writer = {
+        let growing = growing.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&growing)
+                .unwrap();
+            for _ in 0..12 {
+                std::thread::sleep(Duration::from_millis(100));
+                f.write_all(b"SEG*more~\n").unwrap();
+            }
+        })
+    };
+    let r = run(&engine, &cfg, "in").await;
+    writer.join().unwrap();
+    let mut st = statuses(&r);
+    st.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        st,
+        vec![
+            ("done.835".to_string(), FileStatus::Delivered),
+            ("growing.835".to_string(), FileStatus::NotReady)
+        ]
+    );
+    assert!(
+        !s.local("inbox/growing.835").exists(),
+        "not pulled while growing"
+    );
+    let r = run(&engine, &cfg, "in").await;
+    assert_eq!(r.delivered(), 1, "pulled once it held still: {r:?}");
+    assert_eq!(
+        std::fs::read(s.local("inbox/growing.835")).unwrap().len(),
+        4 + 12 * 10
+    );
+}
