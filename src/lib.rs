@@ -3,6 +3,7 @@
 //! The binary is a thin shell over these modules so integration tests reach
 //! everything the operator can.
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -11,3 +12,4 @@ pub mod logging;
 pub mod schedule;
 pub mod transfer;
 pub mod transport;
+pub mod watch;

@@ -108,22 +108,6 @@ fn config_comes_from_ferry_config_when_no_flag_is_given() {
 }
 
 #[test]
-fn commands_whose_engine_is_not_built_say_so_and_exit_2() {
-    let fx = Fixture::new(&[]);
-    {
-        let args = &["run"][..];
-        let out = fx.ferry(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&out).contains("is not available yet"),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert!(stderr(&out).contains("nothing was transferred"));
-    }
-}
-
-#[test]
 fn unknown_job_or_server_is_bad_usage() {
     let fx = Fixture::new(&[]);
     let out = fx.ferry(&["once", "a", "nope"]);

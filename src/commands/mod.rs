@@ -5,6 +5,7 @@ mod check;
 mod once;
 mod ping;
 mod report;
+mod run;
 
 pub use ping::PingFailed;
 
@@ -40,10 +41,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Run => {
             let cfg = load(&path)?;
             let _lock = StateLock::acquire(&cfg.state_dir, "run")?;
-            Err(not_built(
-                "run",
-                "the agent (schedules and watched folders)",
-            ))
+            run::run(&path, cfg, out)
         }
         Command::Once { jobs, force } => {
             let cfg = load(&path)?;
@@ -109,13 +107,6 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     } else {
         v.join(", ")
     }
-}
-
-fn not_built(command: &str, engine: &str) -> anyhow::Error {
-    UsageError(format!(
-        "'ferry {command}' is not available yet: {engine} is not built in this version; nothing was transferred"
-    ))
-    .into()
 }
 
 /// The path as the operator should read it: relative paths stay relative.

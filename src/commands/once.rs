@@ -27,7 +27,8 @@ pub fn once(
     let mut any_failed = false;
     for name in jobs {
         let job = &cfg.jobs[name];
-        let report = rt.block_on(engine.run_job(job, Trigger::Once, RunOptions { force }))?;
+        let report =
+            rt.block_on(engine.run_job(job, Trigger::Once, RunOptions { force, stop: None }))?;
         any_failed |= report.failed() > 0;
         write_all(out, &render(&report, &job.server.name))?;
         out.flush().ok();

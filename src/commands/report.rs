@@ -1,13 +1,12 @@
 //! `ferry status` and `ferry history`: what the ledger knows, as a table or JSON.
 
 use std::io::Write;
-use std::time::SystemTime;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use super::{Outcome, write_all};
-use crate::config::{Config, Direction, Job};
+use crate::config::{Config, Direction};
 use crate::ledger::{HistoryQuery, Ledger};
 
 #[derive(Debug, Serialize)]
@@ -52,7 +51,7 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
             None => (None, Default::default()),
         };
         let waiting = match job.direction {
-            Direction::Push => waiting_locally(job, ledger.as_ref())?,
+            Direction::Push => crate::transfer::local::waiting_count(job, ledger.as_ref())?,
             Direction::Pull => counts.pending,
         };
         rows.push(JobStatus {
@@ -138,30 +137,6 @@ fn next_without_schedule(cfg: &Config, job: &str) -> String {
         Some(j) if j.watch() => "on file arrival".to_string(),
         _ => "only with once".to_string(),
     }
-}
-
-/// Files in a push job's folder that would be picked up and are not recorded as delivered.
-fn waiting_locally(job: &Job, ledger: Option<&Ledger>) -> anyhow::Result<u64> {
-    let Ok(entries) = std::fs::read_dir(&job.local_dir) else {
-        return Ok(0);
-    };
-    let mut n = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() || !job.filter.matches(&name) {
-            continue;
-        }
-        let mtime: DateTime<Utc> = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into();
-        let delivered = match ledger {
-            Some(l) => l.is_delivered(&job.name, &name, meta.len(), mtime)?,
-            None => false,
-        };
-        if !delivered {
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 pub fn history(

@@ -59,6 +59,18 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         }
     }
     let mail = doc.mail.as_ref().and_then(|m| cx.mail(m));
+    let max_parallel_jobs = match &doc.max_parallel_jobs {
+        Some(v) if v.value == 0 => {
+            cx.err(&v.referenced, "max_parallel_jobs must be at least 1");
+            None
+        }
+        Some(v) => Some(v.value),
+        None => Some(doc.servers.len().max(1) as u32),
+    };
+    let shutdown_grace = match &doc.shutdown_grace {
+        Some(v) => cx.duration(v),
+        None => Some(Duration::from_secs(30)),
+    };
 
     // A server that is declared but invalid was reported already; jobs that
     // use it must not add a misleading "unknown server".
@@ -90,6 +102,8 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         servers,
         mail,
         jobs,
+        max_parallel_jobs: max_parallel_jobs?,
+        shutdown_grace: shutdown_grace?,
     })
 }
 
@@ -855,8 +869,43 @@ impl Cx<'_> {
                     );
                     ok = false;
                 }
+                let watching = j.watch.as_ref().is_some_and(|w| w.value);
+                for (key, loc) in [
+                    ("watch_mode", j.watch_mode.as_ref().map(|v| v.referenced)),
+                    (
+                        "poll_interval",
+                        j.poll_interval.as_ref().map(|v| v.referenced),
+                    ),
+                    (
+                        "rescan_interval",
+                        j.rescan_interval.as_ref().map(|v| v.referenced),
+                    ),
+                ] {
+                    if let (Some(loc), false) = (loc, watching) {
+                        self.err(&loc, format!("{key} needs watch: true"));
+                        ok = false;
+                    }
+                }
+                let mut interval = |v: Option<&At<String>>, key: &str, default: u64| match v {
+                    Some(v) => self.positive_duration(v, key),
+                    None => Some(Duration::from_secs(default)),
+                };
+                let poll_interval = interval(j.poll_interval.as_ref(), "poll_interval", 10);
+                let rescan_interval = interval(j.rescan_interval.as_ref(), "rescan_interval", 60);
+                let watch = match (watching, poll_interval, rescan_interval) {
+                    (true, Some(poll_interval), Some(rescan_interval)) => Some(Watch {
+                        mode: j.watch_mode.as_ref().map_or(WatchMode::Events, |m| m.value),
+                        poll_interval,
+                        rescan_interval,
+                    }),
+                    (true, _, _) => {
+                        ok = false;
+                        None
+                    }
+                    (false, _, _) => None,
+                };
                 Flow::Push {
-                    watch: j.watch.as_ref().is_some_and(|w| w.value),
+                    watch,
                     upload: j.upload.as_ref().map_or(Upload::TempRename, |u| u.value),
                     after: j
                         .after_push
@@ -867,6 +916,15 @@ impl Cx<'_> {
             raw::Direction::Pull => {
                 for (key, loc) in [
                     ("watch", j.watch.as_ref().map(|v| v.referenced)),
+                    ("watch_mode", j.watch_mode.as_ref().map(|v| v.referenced)),
+                    (
+                        "poll_interval",
+                        j.poll_interval.as_ref().map(|v| v.referenced),
+                    ),
+                    (
+                        "rescan_interval",
+                        j.rescan_interval.as_ref().map(|v| v.referenced),
+                    ),
                     ("after_push", j.after_push.as_ref().map(|v| v.referenced)),
                     ("upload", j.upload.as_ref().map(|v| v.referenced)),
                 ] {
@@ -889,6 +947,10 @@ impl Cx<'_> {
                 Flow::Pull { after }
             }
         };
+        if let (Some(v), None) = (&j.catch_up, &j.schedule) {
+            self.err(&v.referenced, "catch_up needs a schedule");
+            ok = false;
+        }
         let alert_to = match &j.alert_to {
             Some(list) => self.mailboxes(list, "alert_to"),
             None => Some(Vec::new()),
@@ -912,6 +974,7 @@ impl Cx<'_> {
             verify: j.verify.as_ref().map_or(Verify::Auto, |v| v.value),
             retry: retry?,
             alert_to: alert_to?,
+            catch_up: j.catch_up.as_ref().map_or(CatchUp::One, |c| c.value),
         })
     }
 }

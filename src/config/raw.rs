@@ -21,6 +21,8 @@ pub struct AgentFile {
     #[serde(default)]
     pub servers: BTreeMap<String, Server>,
     pub mail: Option<Mail>,
+    pub max_parallel_jobs: Option<At<u32>>,
+    pub shutdown_grace: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +130,24 @@ pub struct JobFile {
     pub after_push: Option<At<AfterPush>>,
     pub after_pull: Option<At<String>>,
     pub alert_to: Option<At<Vec<At<String>>>>,
+    pub catch_up: Option<At<CatchUp>>,
+    pub watch_mode: Option<At<WatchMode>>,
+    pub poll_interval: Option<At<String>>,
+    pub rescan_interval: Option<At<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    One,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    Events,
+    Poll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

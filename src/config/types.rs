@@ -10,7 +10,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use globset::GlobSet;
 
-pub use super::raw::{AfterPush, Direction, LogFormat, SmtpSecurity, TlsMode, Upload, Verify};
+pub use super::raw::{
+    AfterPush, CatchUp, Direction, LogFormat, SmtpSecurity, TlsMode, Upload, Verify, WatchMode,
+};
 use crate::schedule::Schedule;
 
 /// The whole configuration: agent settings and every job, validated.
@@ -25,6 +27,10 @@ pub struct Config {
     pub servers: BTreeMap<String, Arc<Server>>,
     pub mail: Option<Mail>,
     pub jobs: BTreeMap<String, Job>,
+    /// Job runs at once across the agent; default: the number of servers.
+    pub max_parallel_jobs: u32,
+    /// How long in-flight files may finish after SIGTERM before they are aborted.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -149,12 +155,23 @@ pub enum AfterPull {
     Move(String),
 }
 
+/// How a push job's folder is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    pub mode: WatchMode,
+    /// For `poll`: how often the folder is listed.
+    pub poll_interval: Duration,
+    /// Events are hints: the folder is also rescanned this often.
+    pub rescan_interval: Duration,
+}
+
 /// Direction-specific settings; the type makes a push job with `after_pull`
 /// impossible to represent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     Push {
-        watch: bool,
+        /// `None` unless `watch: true`.
+        watch: Option<Watch>,
         upload: Upload,
         after: AfterPush,
     },
@@ -215,11 +232,20 @@ pub struct Job {
     pub verify: Verify,
     pub retry: RetryPolicy,
     pub alert_to: Vec<String>,
+    /// Runs missed while the agent was down: one catch-up run at start, or none.
+    pub catch_up: CatchUp,
 }
 
 impl Job {
     pub fn watch(&self) -> bool {
-        matches!(self.flow, Flow::Push { watch: true, .. })
+        self.watch_settings().is_some()
+    }
+
+    pub fn watch_settings(&self) -> Option<Watch> {
+        match self.flow {
+            Flow::Push { watch, .. } => watch,
+            Flow::Pull { .. } => None,
+        }
     }
 }
 

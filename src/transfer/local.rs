@@ -89,6 +89,31 @@ pub async fn scan_ready(job: &Job) -> io::Result<(Vec<LocalFile>, Vec<String>)> 
     Ok((ready, waiting))
 }
 
+/// Files in a push job's folder that would be picked up and are not recorded
+/// as delivered: what `status` calls waiting, and what a rescan looks for.
+pub fn waiting_count(job: &Job, ledger: Option<&crate::ledger::Ledger>) -> anyhow::Result<u64> {
+    let Ok(entries) = std::fs::read_dir(&job.local_dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || !job.filter.matches(&name) {
+            continue;
+        }
+        let mtime: DateTime<Utc> = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into();
+        let delivered = match ledger {
+            Some(l) => l.is_delivered(&job.name, &name, meta.len(), mtime)?,
+            None => false,
+        };
+        if !delivered {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Wraps a reader or writer and computes the SHA-256 and length of every
 /// byte that passes, so a file is read exactly once.
 pub struct Hashing<T> {

@@ -64,10 +64,12 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Send files even when the same content was delivered before.
     pub force: bool,
+    /// Once cancelled, no new file is started; files in flight finish.
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// How one file ended in this run.
@@ -301,6 +303,7 @@ impl Engine {
         job: &Job,
         items: Vec<I>,
         work: &dyn Attempt<I>,
+        stop: Option<&tokio_util::sync::CancellationToken>,
     ) -> (Vec<FileOutcome>, Option<String>) {
         if items.is_empty() {
             return (Vec::new(), None);
@@ -313,29 +316,46 @@ impl Engine {
         let outcomes = Mutex::new(Vec::new());
         let connection_error: Mutex<Option<String>> = Mutex::new(None);
         let limit = self.limit(&job.server);
-        let workers = (0..sessions)
-            .map(|_| self.worker(job, &queue, &outcomes, &connection_error, &limit, work));
+        let batch = Batch {
+            job,
+            queue,
+            outcomes,
+            connection_error,
+            work,
+            stop,
+        };
+        let workers = (0..sessions).map(|_| self.worker(&batch, &limit));
         futures_like::join_all(workers).await;
+        let Batch {
+            outcomes,
+            connection_error,
+            ..
+        } = batch;
         let mut outcomes = outcomes.into_inner().unwrap_or_default();
         outcomes.sort_by(|a, b| a.name.cmp(&b.name));
         (outcomes, connection_error.into_inner().unwrap_or_default())
     }
 
-    async fn worker<I: WorkItem>(
-        &self,
-        job: &Job,
-        queue: &Mutex<VecDeque<I>>,
-        outcomes: &Mutex<Vec<FileOutcome>>,
-        connection_error: &Mutex<Option<String>>,
-        limit: &Arc<Semaphore>,
-        work: &dyn Attempt<I>,
-    ) {
+    async fn worker<I: WorkItem>(&self, batch: &Batch<'_, I>, limit: &Arc<Semaphore>) {
+        let Batch {
+            job,
+            queue,
+            outcomes,
+            connection_error,
+            work,
+            stop,
+        } = batch;
+        let job = *job;
         let Ok(_permit) = limit.clone().acquire_owned().await else {
             return;
         };
         let mut session: Option<Box<dyn Remote>> = None;
         loop {
             if connection_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                break;
+            }
+            if stop.is_some_and(|s| s.is_cancelled()) {
+                // Shutting down: what is not started stays recorded and waits for the next run.
                 break;
             }
             let Some(item) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
@@ -436,6 +456,16 @@ impl Engine {
             note: None,
         }
     }
+}
+
+/// What the sessions of one run share.
+struct Batch<'a, I> {
+    job: &'a Job,
+    queue: Mutex<VecDeque<I>>,
+    outcomes: Mutex<Vec<FileOutcome>>,
+    connection_error: Mutex<Option<String>>,
+    work: &'a dyn Attempt<I>,
+    stop: Option<&'a tokio_util::sync::CancellationToken>,
 }
 
 /// A file queued for a run.

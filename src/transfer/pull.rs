@@ -131,7 +131,9 @@ pub(super) async fn run(
     }
     session.close().await;
 
-    let (done, connection_error) = engine.drive(job, items, &PullAttempt { engine, job }).await;
+    let (done, connection_error) = engine
+        .drive(job, items, &PullAttempt { engine, job }, opts.stop.as_ref())
+        .await;
     outcomes.extend(done);
     Ok(report(job, outcomes, connection_error))
 }

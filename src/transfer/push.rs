@@ -141,7 +141,9 @@ pub(super) async fn run(
         });
     }
 
-    let (done, connection_error) = engine.drive(job, items, &PushAttempt { engine, job }).await;
+    let (done, connection_error) = engine
+        .drive(job, items, &PushAttempt { engine, job }, opts.stop.as_ref())
+        .await;
     outcomes.extend(done);
     Ok(RunReport {
         job: job.name.clone(),

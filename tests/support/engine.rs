@@ -82,7 +82,14 @@ pub async fn run(engine: &Engine, cfg: &Config, job: &str) -> RunReport {
 
 pub async fn run_forced(engine: &Engine, cfg: &Config, job: &str) -> RunReport {
     engine
-        .run_job(&cfg.jobs[job], Trigger::Once, RunOptions { force: true })
+        .run_job(
+            &cfg.jobs[job],
+            Trigger::Once,
+            RunOptions {
+                force: true,
+                stop: None,
+            },
+        )
         .await
         .unwrap()
 }

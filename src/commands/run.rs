@@ -1,0 +1,78 @@
+//! `ferry run`: the agent, until SIGINT or SIGTERM. SIGHUP reloads the
+//! configuration; a second SIGINT/SIGTERM aborts at once.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::Outcome;
+use crate::agent::{Agent, Clock, Control, EngineRunner, engine_has_work};
+use crate::config::{self, Config};
+use crate::ledger::Ledger;
+use crate::transfer::Engine;
+
+pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let ledger = Ledger::open(&cfg.state_dir)?;
+    let mut last_runs: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for name in cfg.jobs.keys() {
+        ledger.abort_stale_runs(name)?;
+        if let Some(r) = ledger.last_run(name)?
+            && let Ok(t) = DateTime::parse_from_rfc3339(&r.started_at)
+        {
+            last_runs.insert(name.clone(), t.with_timezone(&Utc));
+        }
+    }
+    let engine = Arc::new(Engine::new(cfg.state_dir.clone(), ledger));
+    let has_work = engine_has_work(engine.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        spawn_signals(path.to_path_buf(), ctl_tx)?;
+        let runner = Arc::new(EngineRunner { engine });
+        let agent = Agent::new(cfg, runner, Clock::system(), has_work);
+        agent.run(ctl_rx, last_runs).await;
+        info!("ferry stopped");
+        anyhow::Ok(())
+    })?;
+    // Do not wait on idle blocking threads (folder watcher, file I/O) at exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    Ok(Outcome::Success)
+}
+
+fn spawn_signals(
+    path: std::path::PathBuf,
+    tx: mpsc::UnboundedSender<Control>,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        let mut stopping = false;
+        loop {
+            let msg = tokio::select! {
+                _ = term.recv() => if stopping { Control::Abort } else { Control::Shutdown },
+                _ = int.recv() => if stopping { Control::Abort } else { Control::Shutdown },
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the configuration");
+                    Control::Reload(config::load(&path).map(Box::new).map_err(|e| e.to_string()))
+                }
+            };
+            stopping |= matches!(msg, Control::Shutdown);
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
