@@ -4,15 +4,15 @@
 //!   cargo bench --bench watch_latency
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry::agent::{engine_has_work, Agent, Clock, Control, EngineRunner};
-use support::engine::{inprocess_yaml, Setup};
+use ferry::agent::{Agent, Clock, Control, EngineRunner, engine_has_work};
+use support::engine::{Setup, inprocess_yaml};
 use support::ftps_server::{self, ServerOptions};
 use tokio::sync::mpsc;
 
@@ -32,7 +32,9 @@ async fn main() {
     let engine = Arc::new(s.engine());
     let agent = Agent::new(
         s.config(),
-        Arc::new(EngineRunner { engine: engine.clone() }),
+        Arc::new(EngineRunner {
+            engine: engine.clone(),
+        }),
         Clock::system(),
         engine_has_work(engine),
     );
@@ -51,7 +53,10 @@ async fn main() {
             if part.exists() || fin.exists() {
                 break Instant::now();
             }
-            assert!(written.elapsed() < Duration::from_secs(20), "no upload for {name}");
+            assert!(
+                written.elapsed() < Duration::from_secs(20),
+                "no upload for {name}"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         lat.push((started - written).saturating_sub(STABLE_FOR));
@@ -61,7 +66,9 @@ async fn main() {
     handle.await.unwrap();
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("watch latency: file stable -> upload start, {SAMPLES} files, stable_for 1s (target < 500 ms)");
+    println!(
+        "watch latency: file stable -> upload start, {SAMPLES} files, stable_for 1s (target < 500 ms)"
+    );
     println!(
         "  median {:.0} ms, p95 {:.0} ms, max {:.0} ms, min {:.0} ms",
         ms(lat[SAMPLES / 2]),

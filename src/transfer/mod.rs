@@ -100,6 +100,22 @@ pub struct FileOutcome {
     pub note: Option<String>,
 }
 
+impl FileOutcome {
+    /// A file left for the next run because it is still being written.
+    pub(crate) fn not_ready(job: &Job, name: String, why: &str) -> FileOutcome {
+        FileOutcome {
+            remote_path: remote_join(&job.remote_dir, &name),
+            name,
+            bytes: 0,
+            sha256: None,
+            verified: Verified::None,
+            attempts: 0,
+            status: FileStatus::NotReady,
+            note: Some(why.to_string()),
+        }
+    }
+}
+
 /// Everything one run of one job did.
 #[derive(Debug, Clone)]
 pub struct RunReport {

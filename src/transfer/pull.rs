@@ -72,16 +72,11 @@ pub(super) async fn run(
     };
     let (stable, growing) = listing;
     for name in growing {
-        outcomes.push(FileOutcome {
-            remote_path: remote_join(&job.remote_dir, &name),
+        outcomes.push(FileOutcome::not_ready(
+            job,
             name,
-            bytes: 0,
-            sha256: None,
-            verified: Verified::None,
-            attempts: 0,
-            status: FileStatus::NotReady,
-            note: Some("still growing on the server; left for the next run".into()),
-        });
+            "still growing on the server; left for the next run",
+        ));
     }
     let unfinished: HashMap<String, u64> = items.iter().map(|i| (i.name.clone(), i.size)).collect();
     for e in stable {

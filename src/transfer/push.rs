@@ -129,16 +129,11 @@ pub(super) async fn run(
         items.push(PushItem { id, local: f });
     }
     for name in waiting {
-        outcomes.push(FileOutcome {
-            remote_path: remote_join(&job.remote_dir, &name),
+        outcomes.push(FileOutcome::not_ready(
+            job,
             name,
-            bytes: 0,
-            sha256: None,
-            verified: Verified::None,
-            attempts: 0,
-            status: FileStatus::NotReady,
-            note: Some("still being written; left for the next run".into()),
-        });
+            "still being written; left for the next run",
+        ));
     }
 
     let (done, connection_error) = engine

@@ -318,6 +318,24 @@ impl FtpsSession {
         }
     }
 
+    /// Closes a transfer's data connection and reads the server's verdict.
+    async fn finish(
+        &mut self,
+        stream: suppaftp::tokio::TransferStream<tls::TlsStream>,
+        step: &str,
+        path: &str,
+    ) -> Result<()> {
+        let t = self.timeout();
+        match within(t, step, stream.finish()).await {
+            Err(e) => self.fail(e),
+            Ok(Err(e)) => {
+                let e = self.map(e, step, Some(path));
+                self.fail(e)
+            }
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
     /// After a data connection failed its TLS handshake on upload, the server
     /// may have created an empty file; a fresh session removes it.
     async fn remove_empty_leftover(&mut self, path: &str) {
@@ -408,20 +426,9 @@ impl Remote for FtpsSession {
             self.ftp = None;
             return Err(e);
         }
-        match within(
-            t,
-            &format!("finishing the upload of {path}"),
-            stream.finish(),
-        )
-        .await
-        {
-            Err(e) => self.fail(e),
-            Ok(Err(e)) => {
-                let e = self.map(e, &format!("finishing the upload of {path}"), Some(path));
-                self.fail(e)
-            }
-            Ok(Ok(())) => Ok(sent),
-        }
+        self.finish(stream, &format!("finishing the upload of {path}"), path)
+            .await
+            .map(|()| sent)
     }
 
     async fn download(
@@ -469,20 +476,9 @@ impl Remote for FtpsSession {
             self.ftp = None;
             return Err(e);
         }
-        match within(
-            t,
-            &format!("finishing the download of {path}"),
-            stream.finish(),
-        )
-        .await
-        {
-            Err(e) => self.fail(e),
-            Ok(Err(e)) => {
-                let e = self.map(e, &format!("finishing the download of {path}"), Some(path));
-                self.fail(e)
-            }
-            Ok(Ok(())) => Ok(got),
-        }
+        self.finish(stream, &format!("finishing the download of {path}"), path)
+            .await
+            .map(|()| got)
     }
 
     async fn rename(&mut self, from: &str, to: &str) -> Result<()> {
