@@ -84,7 +84,10 @@ pub(super) async fn run(
         }
     }
 
-    // 2. What is ready in the outbound folder now.
+    // 2. What is ready in the outbound folder now (created if missing: check
+    // accepted it as creatable, and a watcher needs it to exist).
+    std::fs::create_dir_all(&job.local_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create local_dir {}: {e}", job.local_dir.display()))?;
     let (ready, waiting) = local::scan_ready(job)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read local_dir {}: {e}", job.local_dir.display()))?;
