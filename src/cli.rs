@@ -57,5 +57,11 @@ pub enum Command {
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only transfers since this long ago (2h, 1d) or this date (2026-11-24, RFC 3339).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only failed transfers.
+        #[arg(long)]
+        failed: bool,
     },
 }

@@ -4,6 +4,7 @@
 //! everything the operator can.
 
 pub mod agent;
+pub mod alert;
 pub mod cli;
 pub mod commands;
 pub mod config;

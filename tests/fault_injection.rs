@@ -169,6 +169,7 @@ async fn push_survives_50_random_cuts_delivering_each_file_exactly_once() {
         .history(&ferry::ledger::HistoryQuery {
             job: Some("out"),
             limit: 0,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(history.len(), CUTS + 1, "one record per file");

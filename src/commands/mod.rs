@@ -16,7 +16,7 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
-use crate::ledger::StateLock;
+use crate::ledger::{HistoryQuery, StateLock};
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +64,22 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let cfg = load(&path)?;
             report::status(&cfg, json, out)
         }
-        Command::History { job, limit, json } => {
+        Command::History {
+            job,
+            limit,
+            json,
+            since,
+            failed,
+        } => {
             let cfg = load(&path)?;
-            report::history(&cfg, job.as_deref(), limit, json, out)
+            let since = since.as_deref().map(report::parse_since).transpose()?;
+            let q = HistoryQuery {
+                job: job.as_deref(),
+                limit,
+                since,
+                failed,
+            };
+            report::history(&cfg, &q, json, out)
         }
     }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::{Outcome, write_all};
+use crate::alert::Alerter;
 use crate::config::Config;
 use crate::ledger::{Ledger, Verified};
 use crate::transfer::{Engine, FileStatus, RunOptions, RunReport, Trigger};
@@ -18,12 +19,14 @@ pub fn once(
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
     let ledger = Ledger::open(&cfg.state_dir)?;
-    let engine = Engine::new(cfg.state_dir.clone(), ledger);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let engine = Engine::new(cfg.state_dir.clone(), ledger);
+    let alerter = rt.block_on(async { Alerter::start(cfg.mail.clone(), engine.ledger.clone()) });
+    let engine = engine.with_alerter(alerter.clone());
     let mut any_failed = false;
     for name in jobs {
         let job = &cfg.jobs[name];
@@ -32,6 +35,10 @@ pub fn once(
         any_failed |= report.failed() > 0;
         write_all(out, &render(&report, &job.server.name))?;
         out.flush().ok();
+    }
+    // Give queued alerts one SMTP timeout to go out; what is left stays queued.
+    if let Some(m) = &cfg.mail {
+        rt.block_on(alerter.flush(m.timeout));
     }
     Ok(if any_failed {
         Outcome::FilesFailed

@@ -139,15 +139,32 @@ fn next_without_schedule(cfg: &Config, job: &str) -> String {
     }
 }
 
+/// `--since`: a duration back from now (`2h`, `1d`) or a date (`2026-11-24`,
+/// local midnight UTC) or an RFC 3339 instant.
+pub fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+    if let Ok(d) = crate::config::parse_duration(s) {
+        return Ok(Utc::now() - chrono::Duration::from_std(d)?);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(super::UsageError(format!(
+        "invalid --since '{s}', expected a duration (2h, 1d), a date (2026-11-24) or an RFC 3339 time"
+    ))
+    .into())
+}
+
 pub fn history(
     cfg: &Config,
-    job: Option<&str>,
-    limit: usize,
+    q: &HistoryQuery<'_>,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
     let transfers = match Ledger::open_existing(&cfg.state_dir)? {
-        Some(l) => l.history(&HistoryQuery { job, limit })?,
+        Some(l) => l.history(q)?,
         None => Vec::new(),
     };
     if json {

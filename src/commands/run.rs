@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::Outcome;
 use crate::agent::{Agent, Clock, Control, EngineRunner, engine_has_work};
+use crate::alert::Alerter;
 use crate::config::{self, Config};
 use crate::ledger::Ledger;
 use crate::transfer::Engine;
@@ -29,13 +30,15 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
             last_runs.insert(name.clone(), t.with_timezone(&Utc));
         }
     }
-    let engine = Arc::new(Engine::new(cfg.state_dir.clone(), ledger));
-    let has_work = engine_has_work(engine.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let engine = Engine::new(cfg.state_dir.clone(), ledger);
+    let alerter = rt.block_on(async { Alerter::start(cfg.mail.clone(), engine.ledger.clone()) });
+    let engine = Arc::new(engine.with_alerter(alerter));
+    let has_work = engine_has_work(engine.clone());
     rt.block_on(async move {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         spawn_signals(path.to_path_buf(), ctl_tx)?;

@@ -727,6 +727,10 @@ impl Cx<'_> {
             Some(v) => self.positive_duration(v, "smtp timeout"),
             None => Some(Duration::from_secs(30)),
         };
+        let ca_file = match &m.smtp.ca_file {
+            Some(v) => self.readable_file(v, "smtp ca_file").map(Some),
+            None => Some(None),
+        };
         let from = self.text(&m.from);
         if let Some(f) = &from
             && f.parse::<lettre::message::Mailbox>().is_err()
@@ -757,6 +761,7 @@ impl Cx<'_> {
             },
             password: password.ok()?,
             timeout: timeout?,
+            ca_file: ca_file?,
             from: from?,
             to: to?,
             repeat_after: repeat_after?,
@@ -975,6 +980,7 @@ impl Cx<'_> {
             retry: retry?,
             alert_to: alert_to?,
             catch_up: j.catch_up.as_ref().map_or(CatchUp::One, |c| c.value),
+            redact_file_names: j.redact_file_names.as_ref().is_some_and(|v| v.value),
         })
     }
 }

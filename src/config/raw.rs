@@ -101,6 +101,7 @@ pub struct Smtp {
     pub password: Option<At<String>>,
     pub password_file: Option<At<String>>,
     pub timeout: Option<At<String>>,
+    pub ca_file: Option<At<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,6 +135,7 @@ pub struct JobFile {
     pub watch_mode: Option<At<WatchMode>>,
     pub poll_interval: Option<At<String>>,
     pub rescan_interval: Option<At<String>>,
+    pub redact_file_names: Option<At<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -140,6 +140,8 @@ pub struct Mail {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub timeout: Duration,
+    /// PEM CAs for the SMTP server's certificate; default: the system's roots.
+    pub ca_file: Option<PathBuf>,
     pub from: String,
     pub to: Vec<String>,
     /// At most one alert per job and cause within this window.
@@ -234,6 +236,8 @@ pub struct Job {
     pub alert_to: Vec<String>,
     /// Runs missed while the agent was down: one catch-up run at start, or none.
     pub catch_up: CatchUp,
+    /// Alerts name files by number and hash only (names can carry member identifiers).
+    pub redact_file_names: bool,
 }
 
 impl Job {

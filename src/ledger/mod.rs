@@ -231,6 +231,32 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRow, String, String)
 pub struct HistoryQuery<'a> {
     pub job: Option<&'a str>,
     pub limit: usize,
+    /// Only transfers that started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only failed transfers.
+    pub failed: bool,
+}
+
+/// An open (or resolved) alert: one problem of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub id: i64,
+    pub job: String,
+    pub cause: String,
+    pub opened_at: String,
+    pub last_sent_at: String,
+    pub suppressed: u64,
+    pub detail: Option<String>,
+}
+
+/// An email waiting to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMail {
+    pub id: i64,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub body: String,
+    pub attempts: u32,
 }
 
 /// Counts of a job's files that are not finished.
@@ -481,10 +507,13 @@ impl Ledger {
                     attempts, started_at, finished_at, last_error
              FROM files
              WHERE (?1 IS NULL OR job = ?1)
+               AND (?3 IS NULL OR created_at >= ?3)
+               AND (?4 = 0 OR state = 'failed')
              ORDER BY created_at DESC, id DESC
              LIMIT ?2",
         )?;
-        let rows = st.query_map(params![q.job, limit], |r| {
+        let since = q.since.map(rfc3339);
+        let rows = st.query_map(params![q.job, limit, since, q.failed], |r| {
             Ok((
                 Transfer {
                     id: r.get(0)?,
@@ -651,6 +680,137 @@ impl Ledger {
                              error = COALESCE(error, 'ferry stopped during this run')
              WHERE job = ?1 AND status = 'running'",
             params![job, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The open alert of `job` for `cause`, if any.
+    pub fn open_alert(&self, job: &str, cause: &str) -> anyhow::Result<Option<Alert>> {
+        Ok(self
+            .open_alerts_where("job = ?1 AND cause = ?2", &[&job, &cause])?
+            .pop())
+    }
+
+    /// Every open alert of `job`.
+    pub fn open_alerts(&self, job: &str) -> anyhow::Result<Vec<Alert>> {
+        self.open_alerts_where("job = ?1", &[&job])
+    }
+
+    fn open_alerts_where(
+        &self,
+        cond: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> anyhow::Result<Vec<Alert>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT id, job, cause, opened_at, last_sent_at, suppressed, detail FROM alerts
+             WHERE {cond} AND resolved_at IS NULL ORDER BY id"
+        ))?;
+        let rows = st.query_map(args, |r| {
+            Ok(Alert {
+                id: r.get(0)?,
+                job: r.get(1)?,
+                cause: r.get(2)?,
+                opened_at: r.get(3)?,
+                last_sent_at: r.get(4)?,
+                suppressed: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Opens an alert (first email) or records that it was emailed again.
+    pub fn alert_sent(&self, job: &str, cause: &str, detail: &str) -> anyhow::Result<()> {
+        let t = now();
+        match self.open_alert(job, cause)? {
+            Some(a) => self.conn.execute(
+                "UPDATE alerts SET last_sent_at = ?2, suppressed = 0, detail = ?3 WHERE id = ?1",
+                params![a.id, t, detail],
+            )?,
+            None => self.conn.execute(
+                "INSERT INTO alerts (job, cause, opened_at, last_sent_at, detail) VALUES (?1, ?2, ?3, ?3, ?4)",
+                params![job, cause, t, detail],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// A failure within `repeat_after` of the last email: counted, not emailed.
+    pub fn alert_suppressed(&self, id: i64, detail: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE alerts SET suppressed = suppressed + 1, detail = ?2 WHERE id = ?1",
+            params![id, detail],
+        )?;
+        Ok(())
+    }
+
+    /// Closes every open alert of `job` (except certificate warnings) and returns them.
+    pub fn resolve_alerts(&self, job: &str) -> anyhow::Result<Vec<Alert>> {
+        let open: Vec<Alert> = self
+            .open_alerts(job)?
+            .into_iter()
+            .filter(|a| !a.cause.starts_with("certificate"))
+            .collect();
+        let t = now();
+        for a in &open {
+            self.conn.execute(
+                "UPDATE alerts SET resolved_at = ?2 WHERE id = ?1",
+                params![a.id, t],
+            )?;
+        }
+        Ok(open)
+    }
+
+    pub fn queue_mail(
+        &self,
+        recipients: &[String],
+        subject: &str,
+        body: &str,
+    ) -> anyhow::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO outbox (created_at, recipients, subject, body) VALUES (?1, ?2, ?3, ?4)",
+            params![now(), serde_json::to_string(recipients)?, subject, body],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn outbox(&self) -> anyhow::Result<Vec<OutboxMail>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, recipients, subject, body, attempts FROM outbox ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, rcpt, subject, body, attempts) = row?;
+            out.push(OutboxMail {
+                id,
+                recipients: serde_json::from_str(&rcpt)?,
+                subject,
+                body,
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn mail_sent(&self, id: i64) -> anyhow::Result<()> {
+        self.conn
+            .execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn mail_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            params![id, error],
         )?;
         Ok(())
     }

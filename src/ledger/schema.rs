@@ -54,4 +54,29 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_file ON events (file_id);
     "#,
+    // 2: failure alerts (for throttling and recovery notices) and a durable
+    // outbox, so an email survives SMTP being down and ferry restarting.
+    r#"
+    CREATE TABLE alerts (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        cause         TEXT NOT NULL,             -- files | connection | certificate:<server>
+        opened_at     TEXT NOT NULL,             -- when this problem was first reported
+        last_sent_at  TEXT NOT NULL,
+        suppressed    INTEGER NOT NULL DEFAULT 0, -- failures not emailed within repeat_after
+        detail        TEXT,                      -- what failed, for the recovery notice
+        resolved_at   TEXT
+    );
+    CREATE INDEX alerts_open ON alerts (job, resolved_at);
+
+    CREATE TABLE outbox (
+        id            INTEGER PRIMARY KEY,
+        created_at    TEXT NOT NULL,
+        recipients    TEXT NOT NULL,             -- JSON array of addresses
+        subject       TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        last_error    TEXT
+    );
+    "#,
 ];

@@ -42,6 +42,8 @@ pub struct Engine {
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// How sessions are opened: the FTPS transport, or a test's wrapper around it.
     connector: ConnectFn,
+    /// Failure emails; none in tests that do not ask for them.
+    alerts: Option<Arc<crate::alert::Alerter>>,
 }
 
 /// Why a run was started, as the ledger records it.
@@ -229,7 +231,18 @@ impl Engine {
             ledger: Arc::new(Mutex::new(ledger)),
             limits: Mutex::new(HashMap::new()),
             connector: Arc::new(|server| Box::pin(transport::connect(server))),
+            alerts: None,
         }
+    }
+
+    /// Sends failure, recovery and certificate emails through `alerts`.
+    pub fn with_alerter(mut self, alerts: Arc<crate::alert::Alerter>) -> Engine {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    pub fn alerter(&self) -> Option<&Arc<crate::alert::Alerter>> {
+        self.alerts.as_ref()
     }
 
     /// Replaces how sessions are opened (fault-injection tests wrap the real one).
@@ -300,6 +313,9 @@ impl Engine {
                 error.as_deref(),
             )
         })?;
+        if let Some(alerts) = &self.alerts {
+            alerts.after_run(job, &report, &next_run_text(job));
+        }
         info!(
             job = %job.name,
             files = report.files.len(),
@@ -436,7 +452,14 @@ impl Engine {
         loop {
             attempt += 1;
             match (self.connector)(job.server.clone()).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    if let (Some(alerts), Some(exp)) = (&self.alerts, s.certificate_expiry())
+                        && exp - chrono::Utc::now() < chrono::Duration::days(30)
+                    {
+                        alerts.certificate_expiring(job, exp);
+                    }
+                    return Ok(s);
+                }
                 Err(e) if connect_retryable(&e) && attempt < job.retry.attempts => {
                     warn!(job = %job.name, server = %job.server.name, attempt, error = %e, "cannot connect; retrying");
                     tokio::time::sleep(backoff(&job.retry, attempt)).await;
@@ -499,6 +522,22 @@ pub(crate) trait Attempt<I: WorkItem>: Sync {
         item: &I,
         attempt: u32,
     ) -> Result<FileOutcome, Failure>;
+}
+
+/// When the job runs next, as an operator reads it in an email.
+fn next_run_text(job: &Job) -> String {
+    match &job.schedule {
+        Some(s) => s
+            .next_after(chrono::Utc::now())
+            .map(|t| {
+                t.with_timezone(&s.tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "none".into()),
+        None if job.watch() => "when a file lands in the watched folder".into(),
+        None => format!("only with 'ferry once {}'", job.name),
+    }
 }
 
 /// Joins remote folder and name without doubling slashes.

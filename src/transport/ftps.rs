@@ -560,6 +560,12 @@ impl Remote for FtpsSession {
         self.ftp.is_some()
     }
 
+    fn certificate_expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let chain = self.tls.lock().ok()?.peer_chain.clone();
+        let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+        chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+    }
+
     async fn close(&mut self) {
         if let Some(mut ftp) = self.ftp.take() {
             let _ = tokio::time::timeout(self.server.timeout, ftp.quit()).await;

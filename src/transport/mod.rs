@@ -72,6 +72,10 @@ pub trait Remote: Send {
     fn capabilities(&self) -> &Capabilities;
     /// False once an error left the connection unusable; the caller opens a new session.
     fn is_open(&self) -> bool;
+    /// When the server's certificate expires, if the session has one.
+    fn certificate_expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
     /// Logs out; errors on the way out are not worth failing a run for.
     async fn close(&mut self);
 }

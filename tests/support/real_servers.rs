@@ -147,3 +147,90 @@ impl Drop for RealServer {
             .output();
     }
 }
+
+/// A real SMTP server (Debian's aiosmtpd) started by `scripts/smtp-server.sh`.
+pub struct SmtpServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    /// `mode`: `starttls` (required before MAIL), `tls` or `none`.
+    pub fn start(mode: &str) -> SmtpServer {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-smtp-")
+            .tempdir()
+            .unwrap();
+        let port = free_port_block();
+        SmtpServer::start_on(dir, port, mode)
+    }
+
+    pub fn start_on(dir: tempfile::TempDir, port: u16, mode: &str) -> SmtpServer {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/smtp-server.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(mode)
+            .output()
+            .expect("run scripts/smtp-server.sh");
+        assert!(
+            out.status.success(),
+            "smtp server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmtpServer { port, dir }
+    }
+
+    /// A port nobody listens on now, for an SMTP server started later.
+    pub fn free_port() -> u16 {
+        free_port_block()
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    /// Every message received so far, raw (headers and body).
+    pub fn messages(&self) -> Vec<String> {
+        let mut out: Vec<(std::time::SystemTime, String)> =
+            std::fs::read_dir(self.dir.path().join("maildir/new"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            (
+                                e.metadata()
+                                    .and_then(|m| m.modified())
+                                    .unwrap_or(std::time::UNIX_EPOCH),
+                                std::fs::read_to_string(e.path()).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        out.sort();
+        out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Waits until `n` messages have arrived.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || std::time::Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/smtp-server.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}

@@ -1,0 +1,442 @@
+//! Failure emails. After every run the job's outcome is turned into at most
+//! one email per job and cause within `repeat_after` (summarising every
+//! file affected), a RECOVERED notice on the first good run after a failure
+//! alert, and a daily warning for certificates close to expiry.
+//!
+//! Emails go through a durable outbox in the ledger and a background sender
+//! with backoff: a mail server that is down never blocks or fails a
+//! transfer, and the mail goes out once it is back, even after a restart.
+//! Alerts carry job and file names, sizes, hashes and errors; never file
+//! contents, never passwords.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::config::{Direction, Job, Mail, SmtpSecurity};
+use crate::ledger::Ledger;
+use crate::transfer::{FileStatus, RunReport};
+
+/// Decides what to email after runs and hands mail to the background sender.
+pub struct Alerter {
+    mail: Option<Mail>,
+    ledger: Arc<Mutex<Ledger>>,
+    wake: Arc<Notify>,
+}
+
+impl Alerter {
+    /// Starts the background sender on the current runtime when mail is configured.
+    pub fn start(mail: Option<Mail>, ledger: Arc<Mutex<Ledger>>) -> Arc<Alerter> {
+        let wake = Arc::new(Notify::new());
+        if let Some(m) = &mail {
+            tokio::spawn(sender(m.clone(), ledger.clone(), wake.clone()));
+        }
+        Arc::new(Alerter { mail, ledger, wake })
+    }
+
+    /// Looks at one run's report and queues whatever email it calls for.
+    pub fn after_run(&self, job: &Job, report: &RunReport, next_run: &str) {
+        if let Err(e) = self.decide(job, report, next_run) {
+            error!(job = %job.name, "cannot record the alert: {e:#}");
+        }
+    }
+
+    fn decide(&self, job: &Job, report: &RunReport, next_run: &str) -> anyhow::Result<()> {
+        let Some(mail) = &self.mail else {
+            return Ok(()); // no mail: failures are only logged
+        };
+        let failed: Vec<_> = report
+            .files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::Failed { .. }))
+            .collect();
+        let ledger = self
+            .ledger
+            .lock()
+            .map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
+        let mut to = mail.to.clone();
+        to.extend(job.alert_to.iter().cloned());
+        if let Some(err) = &report.connection_error {
+            let subject = format!(
+                "[ferry] FAILED {}: cannot reach {}",
+                job.name, job.server.name
+            );
+            let body = failure_body(job, report, &failed, Some(err), next_run);
+            self.alert(&ledger, mail, &to, job, "connection", &subject, &body, err)?;
+        } else if !failed.is_empty() {
+            let n = failed.len();
+            let subject = format!(
+                "[ferry] FAILED {}: {n} file{} not {}",
+                job.name,
+                if n == 1 { "" } else { "s" },
+                match job.direction {
+                    Direction::Push => "delivered",
+                    Direction::Pull => "downloaded",
+                }
+            );
+            let body = failure_body(job, report, &failed, None, next_run);
+            let detail = failed
+                .iter()
+                .enumerate()
+                .map(|(i, f)| shown_name(job, i, &f.name, f.sha256.as_deref()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.alert(&ledger, mail, &to, job, "files", &subject, &body, &detail)?;
+        } else if proves_recovery(job, report) {
+            let resolved = ledger.resolve_alerts(&job.name)?;
+            if !resolved.is_empty() {
+                let subject = format!("[ferry] RECOVERED {}", job.name);
+                let mut body = String::new();
+                let _ = writeln!(
+                    body,
+                    "Job {} ({} {} {}) is working again.\n",
+                    job.name,
+                    job.direction,
+                    dir_word(job),
+                    job.server.name
+                );
+                for a in &resolved {
+                    let since = DateTime::parse_from_rfc3339(&a.opened_at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_else(|_| Utc::now());
+                    let _ = writeln!(
+                        body,
+                        "It had failed ({}) since {}, for {}: {}",
+                        if a.cause == "connection" {
+                            "could not reach the server"
+                        } else {
+                            "files not transferred"
+                        },
+                        since.format("%Y-%m-%d %H:%M:%S UTC"),
+                        human_duration(Utc::now() - since),
+                        a.detail.as_deref().unwrap_or("-")
+                    );
+                }
+                let _ = writeln!(
+                    body,
+                    "\nThis run: {} file(s) transferred.",
+                    report.delivered()
+                );
+                let _ = writeln!(body, "To look closer: ferry history --job {}", job.name);
+                ledger.queue_mail(&to, &subject, &body)?;
+                self.wake.notify_one();
+                info!(job = %job.name, "recovered; notice queued");
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        ledger: &Ledger,
+        mail: &Mail,
+        to: &[String],
+        job: &Job,
+        cause: &str,
+        subject: &str,
+        body: &str,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        if let Some(open) = ledger.open_alert(&job.name, cause)? {
+            let last = DateTime::parse_from_rfc3339(&open.last_sent_at)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default();
+            let window = chrono::Duration::from_std(mail.repeat_after).unwrap_or_default();
+            if Utc::now() - last < window {
+                ledger.alert_suppressed(open.id, detail)?;
+                info!(job = %job.name, cause, "failure within repeat_after of the last email; not emailed again");
+                return Ok(());
+            }
+            let body = format!(
+                "{body}\n({} further failure(s) since the last email were not emailed.)\n",
+                open.suppressed
+            );
+            ledger.queue_mail(to, subject, &body)?;
+        } else {
+            ledger.queue_mail(to, subject, body)?;
+        }
+        ledger.alert_sent(&job.name, cause, detail)?;
+        self.wake.notify_one();
+        info!(job = %job.name, cause, "failure email queued");
+        Ok(())
+    }
+
+    /// A certificate that expires within 30 days: one warning a day per server.
+    pub fn certificate_expiring(&self, job: &Job, not_after: DateTime<Utc>) {
+        let Some(mail) = &self.mail else { return };
+        let days = (not_after - Utc::now()).num_days();
+        let cause = format!("certificate:{}", job.server.name);
+        let result = (|| -> anyhow::Result<()> {
+            let ledger = self
+                .ledger
+                .lock()
+                .map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
+            if let Some(open) = ledger.open_alert(&job.name, &cause)? {
+                let last = DateTime::parse_from_rfc3339(&open.last_sent_at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default();
+                if Utc::now() - last < chrono::Duration::days(1) {
+                    return Ok(());
+                }
+            }
+            let subject = format!(
+                "[ferry] WARNING {}: certificate of {} expires in {days} days",
+                job.name, job.server.name
+            );
+            let body = format!(
+                "The TLS certificate of server {} ({}:{}) expires on {} ({days} days).\nAsk the partner for the renewed certificate; with pin_sha256 set, update the pin when they switch.\nTo see it: ferry ping {}\n",
+                job.server.name,
+                job.server.host,
+                job.server.port,
+                not_after.format("%Y-%m-%d %H:%M UTC"),
+                job.server.name
+            );
+            let mut to = mail.to.clone();
+            to.extend(job.alert_to.iter().cloned());
+            ledger.queue_mail(&to, &subject, &body)?;
+            ledger.alert_sent(&job.name, &cause, &format!("expires {not_after}"))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.wake.notify_one(),
+            Err(e) => error!("cannot queue the certificate warning: {e:#}"),
+        }
+    }
+
+    /// Waits until the outbox is empty, at most `limit` (for `ferry once`,
+    /// which exits afterwards; what is left is sent by the next ferry).
+    pub async fn flush(&self, limit: Duration) {
+        if self.mail.is_none() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pending = self
+                .ledger
+                .lock()
+                .ok()
+                .and_then(|l| l.outbox().ok())
+                .map_or(0, |o| o.len());
+            if pending == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    pending,
+                    "mail not sent yet; it stays queued and the next ferry run sends it"
+                );
+                return;
+            }
+            self.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A run that shows the job works: something moved, or a pull reached the server.
+fn proves_recovery(job: &Job, report: &RunReport) -> bool {
+    report.delivered() > 0
+        || (job.direction == Direction::Pull && report.connection_error.is_none())
+}
+
+fn dir_word(job: &Job) -> &'static str {
+    match job.direction {
+        Direction::Push => "to",
+        Direction::Pull => "from",
+    }
+}
+
+/// A file name, or with `redact_file_names` its number and hash prefix.
+fn shown_name(job: &Job, i: usize, name: &str, sha: Option<&str>) -> String {
+    if job.redact_file_names {
+        format!(
+            "file #{} (sha256 {}…)",
+            i + 1,
+            sha.map(|s| &s[..s.len().min(16)]).unwrap_or("unknown")
+        )
+    } else {
+        name.to_string()
+    }
+}
+
+fn failure_body(
+    job: &Job,
+    report: &RunReport,
+    failed: &[&crate::transfer::FileOutcome],
+    conn: Option<&str>,
+    next_run: &str,
+) -> String {
+    let mut b = String::new();
+    let srv = &job.server;
+    let _ = writeln!(b, "Job:         {}", job.name);
+    let _ = writeln!(b, "Server:      {} ({}:{})", srv.name, srv.host, srv.port);
+    let _ = writeln!(
+        b,
+        "Direction:   {} ({})",
+        job.direction,
+        match job.direction {
+            Direction::Push => format!("{} -> {}", job.local_dir.display(), job.remote_dir),
+            Direction::Pull => format!("{} -> {}", job.remote_dir, job.local_dir.display()),
+        }
+    );
+    if let Some(err) = conn {
+        let _ = writeln!(
+            b,
+            "\nferry could not reach the server, so no file moved:\n  {err}"
+        );
+    }
+    if !failed.is_empty() {
+        let _ = writeln!(b, "\nFiles not transferred ({}):", failed.len());
+        for (i, f) in failed.iter().enumerate() {
+            let _ = writeln!(
+                b,
+                "  {}  {} bytes  sha256 {}  attempts {}",
+                shown_name(job, i, &f.name, f.sha256.as_deref()),
+                f.bytes,
+                f.sha256.as_deref().unwrap_or("not computed"),
+                f.attempts
+            );
+            if let FileStatus::Failed { error } = &f.status {
+                let error = if job.redact_file_names {
+                    redact(error, &f.name)
+                } else {
+                    error.clone()
+                };
+                let _ = writeln!(b, "    last error: {error}");
+            }
+        }
+        let _ = writeln!(
+            b,
+            "\nThe files stay where they were; ferry tries them again on the next run."
+        );
+    }
+    let _ = writeln!(b, "Delivered in this run: {}", report.delivered());
+    let _ = writeln!(b, "Next scheduled run: {next_run}");
+    let _ = writeln!(b, "To look closer: ferry history --job {}", job.name);
+    b
+}
+
+fn redact(text: &str, name: &str) -> String {
+    if name.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(name, "<file name redacted>")
+    }
+}
+
+fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s} seconds"),
+        120..=7199 => format!("{} minutes", s / 60),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// Sends the outbox, oldest first; on failure waits with backoff (2 s
+/// doubling to 5 min) and tries again. Never gives up while ferry runs.
+async fn sender(mail: Mail, ledger: Arc<Mutex<Ledger>>, wake: Arc<Notify>) {
+    let transport = match transport(&mail) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("mail is configured but cannot be used: {e:#}; alerts are only logged");
+            return;
+        }
+    };
+    let mut delay = Duration::from_secs(2);
+    loop {
+        let queued = ledger
+            .lock()
+            .ok()
+            .and_then(|l| l.outbox().ok())
+            .unwrap_or_default();
+        if queued.is_empty() {
+            wake.notified().await;
+            continue;
+        }
+        let mut failed = false;
+        for m in queued {
+            match send(&transport, &mail, &m).await {
+                Ok(()) => {
+                    info!(subject = %m.subject, "alert email sent");
+                    if let Ok(l) = ledger.lock() {
+                        let _ = l.mail_sent(m.id);
+                    }
+                    delay = Duration::from_secs(2);
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    error!(subject = %m.subject, attempt = m.attempts + 1, "cannot send alert email: {msg}; retrying in {}s", delay.as_secs());
+                    if let Ok(l) = ledger.lock() {
+                        let _ = l.mail_failed(m.id, &msg);
+                    }
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = wake.notified() => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(300));
+        }
+    }
+}
+
+fn transport(mail: &Mail) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let mut params = TlsParameters::builder(mail.host.clone());
+    if let Some(ca) = &mail.ca_file {
+        let pem = std::fs::read(ca)?;
+        params = params.add_root_certificate(Certificate::from_pem(&pem)?);
+    }
+    let tls = match mail.security {
+        // Required, never opportunistic: a server without STARTTLS is an error.
+        SmtpSecurity::Starttls => Tls::Required(params.build_rustls()?),
+        SmtpSecurity::Tls => Tls::Wrapper(params.build_rustls()?),
+        SmtpSecurity::None => Tls::None,
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(mail.host.clone())
+        .port(mail.port)
+        .timeout(Some(mail.timeout))
+        .tls(tls);
+    if let Some(user) = &mail.user {
+        let pass = mail
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        b = b.credentials(Credentials::new(user.clone(), pass));
+    }
+    Ok(b.build())
+}
+
+async fn send(
+    t: &AsyncSmtpTransport<Tokio1Executor>,
+    mail: &Mail,
+    m: &crate::ledger::OutboxMail,
+) -> anyhow::Result<()> {
+    let mut msg = Message::builder()
+        .from(mail.from.parse::<Mailbox>()?)
+        .subject(m.subject.clone());
+    for to in &m.recipients {
+        msg = msg.to(to.parse::<Mailbox>()?);
+    }
+    let msg = msg.body(m.body.clone())?;
+    // Bounded even if the server accepts the connection and then stalls.
+    tokio::time::timeout(mail.timeout * 2, t.send(msg))
+        .await
+        .map_err(|_| anyhow::anyhow!("SMTP timed out after {}s", (mail.timeout * 2).as_secs()))??;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Failure emails against a real SMTP server (Debian's aiosmtpd, started by
+//! scripts/smtp-server.sh): headers and body, throttling, recovery,
+//! STARTTLS required, SMTP down, and no secret in any email or log line.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ferry::alert::Alerter;
+use ferry::transfer::{FileStatus, RunOptions, Trigger};
+use support::engine::{Setup, inprocess_yaml};
+use support::faults::{Faults, Rule};
+use support::ftps_server::{self, ServerOptions, TestServer};
+use support::real_servers::{SmtpServer, available};
+
+const FAST: &str = "retry: { attempts: 2, initial_delay: 5ms, max_delay: 10ms }\n";
+
+fn mail_yaml(smtp_port: u16, security: &str, ca: Option<&std::path::Path>, repeat: &str) -> String {
+    let ca = ca
+        .map(|c| format!(", ca_file: \"{}\"", c.display()))
+        .unwrap_or_default();
+    format!(
+        "mail:\n  smtp: {{ host: localhost, port: {smtp_port}, security: {security}{ca}, timeout: 3s }}\n  from: \"ferry <ferry@example.org>\"\n  to: [edi-ops@example.org]\n  repeat_after: {repeat}\n"
+    )
+}
+
+/// An FTPS server that refuses writes to /inbound/denied*, and a push job.
+async fn failing_setup(mail: &str) -> (TestServer, Setup) {
+    let srv = ftps_server::start(ServerOptions {
+        faults: Faults {
+            deny_writes_to: Rule::matching(["/inbound/denied*"]),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    std::fs::write(s.path().join("ferry.yaml"), format!("{cfg}{mail}")).unwrap();
+    s.job(
+        "acme-837-out",
+        &format!("direction: push\nserver: srv\nlocal_dir: ../outbox\nremote_dir: /inbound\nstable_for: 0s\nschedule: \"*/15 * * * *\"\nalert_to: [acme-desk@example.org]\n{FAST}"),
+    );
+    (srv, s)
+}
+
+async fn engine_with_mail(s: &Setup) -> ferry::transfer::Engine {
+    let cfg = s.config();
+    let engine = s.engine();
+    let alerter = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
+    engine.with_alerter(alerter)
+}
+
+async fn run(engine: &ferry::transfer::Engine, s: &Setup) -> ferry::transfer::RunReport {
+    let cfg = s.config();
+    engine
+        .run_job(
+            &cfg.jobs["acme-837-out"],
+            Trigger::Once,
+            RunOptions::default(),
+        )
+        .await
+        .unwrap()
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .map(|l| l[name.len() + 1..].trim())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_file_sends_one_email_with_what_an_operator_needs() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("starttls");
+    let (_srv, s) = failing_setup(&mail_yaml(
+        smtp.port,
+        "starttls",
+        Some(&smtp.ca_file()),
+        "1h",
+    ))
+    .await;
+    s.drop_file("outbox/denied-claims.837", b"ISA*00*denied~");
+    s.drop_file("outbox/ok.837", b"ISA*00*ok~");
+    let engine = engine_with_mail(&s).await;
+    let r = run(&engine, &s).await;
+    assert_eq!(r.failed(), 1);
+    let msgs = smtp.wait_for(1, Duration::from_secs(15));
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let m = &msgs[0];
+    assert_eq!(
+        header(m, "Subject"),
+        "[ferry] FAILED acme-837-out: 1 file not delivered"
+    );
+    assert!(header(m, "From").contains("ferry@example.org"));
+    let rcpt = header(m, "X-RcptTo");
+    assert!(
+        rcpt.contains("edi-ops@example.org") && rcpt.contains("acme-desk@example.org"),
+        "{rcpt}"
+    );
+    for fact in [
+        "Job:         acme-837-out",
+        "Server:      srv (127.0.0.1:",
+        "Direction:   push (",
+        "denied-claims.837  14 bytes  sha256 ",
+        "attempts 2",
+        "last error: permission denied on '/inbound/denied-claims.837.part'",
+        "Next scheduled run: ",
+        "ferry history --job acme-837-out",
+    ] {
+        assert!(m.contains(fact), "'{fact}' missing:\n{m}");
+    }
+    assert!(!m.contains("ISA*00*denied"), "never file contents");
+    assert!(
+        !m.contains(support::ftps_server::PASSWORD),
+        "never passwords"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_failures_within_repeat_after_send_one_email_then_recovery_sends_recovered() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("starttls");
+    let (srv, s) = failing_setup(&mail_yaml(
+        smtp.port,
+        "starttls",
+        Some(&smtp.ca_file()),
+        "1h",
+    ))
+    .await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    let engine = engine_with_mail(&s).await;
+    for _ in 0..10 {
+        assert_eq!(run(&engine, &s).await.failed(), 1);
+    }
+    let msgs = smtp.wait_for(2, Duration::from_secs(6));
+    assert_eq!(msgs.len(), 1, "one email for ten failures: {msgs:?}");
+    // The partner fixes the permission: the next good run says RECOVERED.
+    srv.set_faults(Faults::default());
+    let r = run(&engine, &s).await;
+    assert_eq!(r.files[0].status, FileStatus::Delivered);
+    let msgs = smtp.wait_for(2, Duration::from_secs(15));
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    let rec = &msgs[1];
+    assert_eq!(header(rec, "Subject"), "[ferry] RECOVERED acme-837-out");
+    assert!(
+        rec.contains("It had failed (files not transferred) since"),
+        "{rec}"
+    );
+    assert!(rec.contains("denied.837"), "says what failed: {rec}");
+    assert!(rec.contains(" for "), "and for how long: {rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_required_against_a_server_without_starttls_fails_loudly_and_keeps_the_mail() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("none");
+    let (_srv, s) = failing_setup(&mail_yaml(smtp.port, "starttls", None, "1h")).await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    let engine = engine_with_mail(&s).await;
+    run(&engine, &s).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(smtp.messages().is_empty(), "never sent in clear text");
+    let outbox = engine.ledger.lock().unwrap().outbox().unwrap();
+    assert_eq!(outbox.len(), 1, "the mail stays queued");
+    let conn = rusqlite::Connection::open(s.path().join("state/ferry.db")).unwrap();
+    let err: String = conn
+        .query_row("SELECT last_error FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        err.to_ascii_lowercase().contains("starttls") || err.to_ascii_lowercase().contains("tls"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_down_does_not_slow_a_run_and_the_mail_goes_out_once_smtp_is_back() {
+    if !available() {
+        return;
+    }
+    let port = SmtpServer::free_port();
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-smtp-")
+        .tempdir()
+        .unwrap();
+    // Certificates first (the server is not started yet), so the config can name the CA.
+    let ca_dir = dir.path().join("certs");
+    std::process::Command::new("bash")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-test-certs.sh"))
+        .arg(&ca_dir)
+        .output()
+        .unwrap();
+    let (_srv, s) = failing_setup(&mail_yaml(
+        port,
+        "starttls",
+        Some(&ca_dir.join("ca.pem")),
+        "1h",
+    ))
+    .await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    let engine = engine_with_mail(&s).await;
+    let t = Instant::now();
+    let r = run(&engine, &s).await;
+    let took = t.elapsed();
+    assert_eq!(r.failed(), 1);
+    assert!(
+        took < Duration::from_secs(3),
+        "the run took {took:?}: SMTP must not slow it"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let smtp = SmtpServer::start_on(dir, port, "starttls");
+    let msgs = smtp.wait_for(1, Duration::from_secs(20));
+    assert_eq!(msgs.len(), 1, "sent once SMTP came back");
+    assert!(engine.ledger.lock().unwrap().outbox().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_appears_in_any_email_or_debug_log_line_and_names_can_be_redacted() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("starttls");
+    let (_srv, s) = failing_setup(&mail_yaml(
+        smtp.port,
+        "starttls",
+        Some(&smtp.ca_file()),
+        "1h",
+    ))
+    .await;
+    let job = std::fs::read_to_string(s.path().join("jobs/acme-837-out.yaml")).unwrap();
+    std::fs::write(
+        s.path().join("jobs/acme-837-out.yaml"),
+        format!("{job}redact_file_names: true\n"),
+    )
+    .unwrap();
+    s.drop_file("outbox/denied-MEMBER-123456789.837", b"ISA~");
+    let out = std::process::Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .args(["once", "acme-837-out"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = support::stderr(&out);
+    assert!(log.contains("DEBUG"), "debug logging was on");
+    assert!(
+        !log.contains(support::ftps_server::PASSWORD),
+        "a password in the log"
+    );
+    let msgs = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(msgs.len(), 1, "once flushes queued mail before it exits");
+    let m = &msgs[0];
+    assert!(!m.contains(support::ftps_server::PASSWORD));
+    assert!(!m.contains("MEMBER-123456789"), "redacted: {m}");
+    assert!(m.contains("file #1 (sha256 "), "{m}");
+}
