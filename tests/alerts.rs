@@ -266,3 +266,49 @@ async fn no_password_appears_in_any_email_or_debug_log_line_and_names_can_be_red
     assert!(!m.contains("MEMBER-123456789"), "redacted: {m}");
     assert!(m.contains("file #1 (sha256 "), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expiring_within_30_days_gets_one_warning_a_day() {
+    if !available() {
+        return;
+    }
+    use support::real_servers::{Kind, RealServer};
+    let smtp = SmtpServer::start("starttls");
+    // The interop servers' certificates are valid for 30 days: under the threshold.
+    let vs = RealServer::start(Kind::VsftpdExplicit);
+    std::fs::create_dir_all(vs.root().join("inbound")).unwrap();
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "ferrytest:"])
+        .arg(vs.root())
+        .status();
+    let s = Setup::new(&format!(
+        "    host: 127.0.0.1\n    port: {}\n    user: {}\n    password: {}\n    ca_file: {}\n",
+        vs.port,
+        support::real_servers::USER,
+        support::real_servers::PASSWORD,
+        vs.ca_file().display()
+    ));
+    let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    std::fs::write(
+        s.path().join("ferry.yaml"),
+        format!(
+            "{cfg}{}",
+            mail_yaml(smtp.port, "starttls", Some(&smtp.ca_file()), "1h")
+        ),
+    )
+    .unwrap();
+    s.job("acme-837-out", &format!("direction: push\nserver: srv\nlocal_dir: ../outbox\nremote_dir: /inbound\nstable_for: 0s\n{FAST}"));
+    let engine = engine_with_mail(&s).await;
+    for i in 0..2 {
+        s.drop_file(&format!("outbox/c{i}.837"), b"ISA~");
+        assert_eq!(run(&engine, &s).await.delivered(), 1);
+    }
+    let msgs = smtp.wait_for(2, Duration::from_secs(8));
+    assert_eq!(msgs.len(), 1, "one warning, not one per session: {msgs:?}");
+    let subject = header(&msgs[0], "Subject");
+    assert!(
+        subject.starts_with("[ferry] WARNING acme-837-out: certificate of srv expires in"),
+        "{subject}"
+    );
+    assert!(msgs[0].contains("ferry ping srv"));
+}

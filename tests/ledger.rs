@@ -363,3 +363,70 @@ fn status_and_history_do_not_create_state() {
         "read-only commands created the state folder"
     );
 }
+
+#[test]
+fn history_since_and_failed_filter_transfers() {
+    let fx = Fixture::new(&[]);
+    seed(&Ledger::open(&fx.state_dir()).unwrap());
+    let failed: serde_json::Value =
+        serde_json::from_str(&stdout(&fx.ferry(&["history", "--json", "--failed"]))).unwrap();
+    let names: Vec<&str> = failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["claims-2.837"]);
+    let recent: serde_json::Value =
+        serde_json::from_str(&stdout(&fx.ferry(&["history", "--json", "--since", "1h"]))).unwrap();
+    assert_eq!(recent.as_array().unwrap().len(), 3);
+    let future: serde_json::Value = serde_json::from_str(&stdout(&fx.ferry(&[
+        "history",
+        "--json",
+        "--since",
+        "2999-01-01",
+    ])))
+    .unwrap();
+    assert!(future.as_array().unwrap().is_empty());
+    let bad = fx.ferry(&["history", "--since", "yesterday-ish"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("invalid --since 'yesterday-ish'"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn history_table_fits_100_columns_and_has_no_colour_when_piped() {
+    let fx = Fixture::new(&[]);
+    let ledger = Ledger::open(&fx.state_dir()).unwrap();
+    let run = ledger.start_run("acme-837-out", "once").unwrap();
+    let long = "a-very-long-claim-file-name-from-a-billing-system-with-member-ids-0123456789.837";
+    ledger
+        .insert_file(&NewFile {
+            job: "acme-837-out",
+            direction: "push",
+            name: long,
+            size: 123_456_789,
+            mtime: None,
+            sha256: None,
+            remote_path: "/inbound/x",
+            local_path: None,
+            run_id: Some(run),
+        })
+        .unwrap();
+    let out = stdout(&fx.ferry(&["history"]));
+    for line in out.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    assert!(out.contains("a-very-long-claim"), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no escape codes when not a terminal"
+    );
+}

@@ -127,6 +127,8 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                 "FAILED",
             ],
             &table,
+            0,
+            Some(4),
         ),
     )?;
     Ok(Outcome::Success)
@@ -202,6 +204,8 @@ pub fn history(
             "TRIES",
         ],
         &rows,
+        3,
+        Some(5),
     );
     for t in transfers.iter().filter(|t| t.error.is_some()) {
         s.push_str(&format!(
@@ -221,12 +225,27 @@ fn short_time(rfc3339: &str) -> String {
 }
 
 /// Left-aligned columns, two spaces apart; numbers right-aligned.
-fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+/// Tables fit a terminal this wide.
+const MAX_WIDTH: usize = 100;
+
+/// Left-aligned columns, two spaces apart; numbers right-aligned. If the
+/// table is wider than [`MAX_WIDTH`], column `shrink` gives way (cells cut
+/// with an ellipsis). Column `status`, if any, is coloured on a terminal.
+fn render_table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    shrink: usize,
+    status: Option<usize>,
+) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
+    }
+    let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    if total > MAX_WIDTH {
+        widths[shrink] = widths[shrink].saturating_sub(total - MAX_WIDTH).max(12);
     }
     let numeric: Vec<bool> = (0..header.len())
         .map(|i| {
@@ -234,19 +253,30 @@ fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
                 .all(|r| r[i].chars().all(|c| c.is_ascii_digit()))
         })
         .collect();
+    let colour = use_colour();
     let mut s = String::new();
-    let mut line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>, is_header: bool| {
         let mut l = String::new();
         for (i, cell) in cells.iter().enumerate() {
+            let cell = fit(cell, widths[i]);
             let pad = widths[i] - cell.chars().count();
             if i > 0 {
                 l.push_str("  ");
             }
+            let painted = match (
+                colour && !is_header && status == Some(i),
+                cell.split(' ').next(),
+            ) {
+                (true, Some("failed" | "FAILED")) => format!("\x1b[31m{cell}\x1b[0m"),
+                (true, Some("delivered" | "ok")) => format!("\x1b[32m{cell}\x1b[0m"),
+                (true, Some("pending" | "running" | "aborted")) => format!("\x1b[33m{cell}\x1b[0m"),
+                _ => cell.clone(),
+            };
             if numeric[i] {
                 l.push_str(&" ".repeat(pad));
-                l.push_str(cell);
+                l.push_str(&painted);
             } else {
-                l.push_str(cell);
+                l.push_str(&painted);
                 if i + 1 < cells.len() {
                     l.push_str(&" ".repeat(pad));
                 }
@@ -255,9 +285,26 @@ fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
         s.push_str(l.trim_end());
         s.push('\n');
     };
-    line(header.to_vec());
+    line(header.to_vec(), true);
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect(), false);
     }
     s
+}
+
+/// Cuts `cell` to `width` characters, ending in an ellipsis when cut.
+fn fit(cell: &str, width: usize) -> String {
+    if cell.chars().count() <= width {
+        cell.to_string()
+    } else {
+        let mut out: String = cell.chars().take(width.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Colour only for a person at a terminal, and never with `NO_COLOR`.
+fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
