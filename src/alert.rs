@@ -42,6 +42,72 @@ impl Alerter {
         Arc::new(Alerter { mail, ledger, wake })
     }
 
+    /// For the agent: sends the daily digest at `mail.digest`, if set.
+    pub fn start_digest(self: &Arc<Self>, jobs: Vec<String>) {
+        let Some(time) = self.mail.as_ref().and_then(|m| m.digest) else {
+            return;
+        };
+        let tz = self.mail.as_ref().map_or(chrono_tz::UTC, |m| m.timezone);
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let at = next_digest_at(Utc::now(), time, tz);
+                tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
+                let yesterday = at.with_timezone(&tz).date_naive() - chrono::Duration::days(1);
+                me.queue_digest(yesterday, &jobs);
+                tokio::time::sleep(Duration::from_secs(61)).await; // past the minute
+            }
+        });
+    }
+
+    /// Queues the digest of `day` (in the digest's time zone): per job, files
+    /// transferred, bytes, failures.
+    pub fn queue_digest(&self, day: chrono::NaiveDate, jobs: &[String]) {
+        let Some(mail) = &self.mail else { return };
+        let tz = mail.timezone;
+        let start = |d: chrono::NaiveDate| {
+            d.and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_local_timezone(tz).earliest())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let (from, to) = (start(day), start(day + chrono::Duration::days(1)));
+        let result = (|| -> anyhow::Result<()> {
+            let ledger = self
+                .ledger
+                .lock()
+                .map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
+            let counts = ledger.counts_between(from, to)?;
+            let (mut files, mut bytes, mut failures) = (0, 0, 0);
+            let mut body = format!(
+                "ferry, {day} ({tz}):\n\n{:<32} {:>8} {:>14} {:>9}\n",
+                "JOB", "FILES", "BYTES", "FAILURES"
+            );
+            for job in jobs {
+                let (f, b, x) = counts
+                    .iter()
+                    .find(|c| &c.0 == job)
+                    .map_or((0, 0, 0), |c| (c.1, c.2, c.3));
+                let _ = writeln!(body, "{job:<32} {f:>8} {b:>14} {x:>9}");
+                files += f;
+                bytes += b;
+                failures += x;
+            }
+            let _ = writeln!(body, "\nTo look closer: ferry history --since {day}");
+            let subject = format!(
+                "[ferry] DIGEST {day}: {files} file{}, {bytes} bytes, {failures} failure{}",
+                if files == 1 { "" } else { "s" },
+                if failures == 1 { "" } else { "s" }
+            );
+            ledger.queue_mail(&mail.to, &subject, &body)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.wake.notify_one(),
+            Err(e) => error!("cannot queue the daily digest: {e:#}"),
+        }
+    }
+
     /// Looks at one run's report and queues whatever email it calls for.
     pub fn after_run(&self, job: &Job, report: &RunReport, next_run: &str) {
         if let Err(e) = self.decide(job, report, next_run) {
@@ -239,6 +305,57 @@ impl Alerter {
             self.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// The next `time` in `tz` strictly after `now`, DST-correct (a time that does
+/// not exist that day moves to the first instant after the gap).
+pub fn next_digest_at(
+    now: DateTime<Utc>,
+    time: chrono::NaiveTime,
+    tz: chrono_tz::Tz,
+) -> DateTime<Utc> {
+    let mut day = now.with_timezone(&tz).date_naive();
+    loop {
+        let local = day.and_time(time);
+        let at = local.and_local_timezone(tz).earliest().or_else(|| {
+            (local + chrono::Duration::hours(1))
+                .and_local_timezone(tz)
+                .earliest()
+        });
+        if let Some(at) = at.map(|t| t.with_timezone(&Utc)) {
+            if at > now {
+                return at;
+            }
+        }
+        day += chrono::Duration::days(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn digest_time_is_the_next_local_hh_mm() {
+        let tz = chrono_tz::America::New_York;
+        let t = chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 11, 0, 0).unwrap(); // 06:00 EST
+        assert_eq!(
+            next_digest_at(now, t, tz),
+            Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+        );
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(); // exactly 07:00: the next day
+        assert_eq!(
+            next_digest_at(now, t, tz),
+            Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+        );
+        // 02:30 does not exist on the spring-forward day: the first instant after the gap.
+        let t = chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 8, 5, 0, 0).unwrap();
+        let at = next_digest_at(now, t, tz).with_timezone(&tz);
+        assert_eq!(at.date_naive().to_string(), "2026-03-08");
     }
 }
 

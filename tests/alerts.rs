@@ -312,3 +312,34 @@ async fn a_certificate_expiring_within_30_days_gets_one_warning_a_day() {
     );
     assert!(msgs[0].contains("ferry ping srv"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_digest_counts_files_bytes_and_failures_per_job() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("starttls");
+    let mail = mail_yaml(smtp.port, "starttls", Some(&smtp.ca_file()), "1h").replace(
+        "  repeat_after: 1h\n",
+        "  repeat_after: 1h\n  digest: daily at 07:00\n",
+    );
+    let (_srv, s) = failing_setup(&mail).await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    s.drop_file("outbox/fine.837", b"ISA*1234567~");
+    let engine = engine_with_mail(&s).await;
+    run(&engine, &s).await;
+    smtp.wait_for(1, Duration::from_secs(10)); // the failure email
+    let alerter = engine.alerter().unwrap().clone();
+    let today = chrono::Utc::now().date_naive();
+    alerter.queue_digest(today, &["acme-837-out".to_string()]);
+    let msgs = smtp.wait_for(2, Duration::from_secs(10));
+    let digest = msgs
+        .iter()
+        .find(|m| header(m, "Subject").starts_with("[ferry] DIGEST"))
+        .expect("a digest");
+    assert_eq!(
+        header(digest, "Subject"),
+        format!("[ferry] DIGEST {today}: 1 file, 12 bytes, 1 failure")
+    );
+    assert!(digest.contains("acme-837-out"), "{digest}");
+}

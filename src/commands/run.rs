@@ -36,7 +36,11 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
         .build()
         .context("starting the async runtime")?;
     let engine = Engine::new(cfg.state_dir.clone(), ledger);
-    let alerter = rt.block_on(async { Alerter::start(cfg.mail.clone(), engine.ledger.clone()) });
+    let alerter = rt.block_on(async {
+        let a = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
+        a.start_digest(cfg.jobs.keys().cloned().collect());
+        a
+    });
     let engine = Arc::new(engine.with_alerter(alerter));
     let has_work = engine_has_work(engine.clone());
     rt.block_on(async move {

@@ -93,6 +93,10 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         ),
         None => BTreeMap::new(),
     };
+    let mail = mail.map(|mut m| {
+        m.timezone = job_defaults.timezone;
+        m
+    });
     Some(Config {
         file: path.to_path_buf(),
         state_dir: state_dir?,
@@ -751,6 +755,23 @@ impl Cx<'_> {
             Some(v) => self.positive_duration(v, "repeat_after"),
             None => Some(Duration::from_secs(3600)),
         };
+        let digest = match &m.digest {
+            None => Some(None),
+            Some(v) => match v
+                .value
+                .strip_prefix("daily at ")
+                .and_then(|t| chrono::NaiveTime::parse_from_str(t.trim(), "%H:%M").ok())
+            {
+                Some(t) => Some(Some(t)),
+                None => {
+                    self.err(
+                        &v.referenced,
+                        format!("invalid digest '{}', expected \"daily at HH:MM\" (24-hour, defaults.timezone)", v.value),
+                    );
+                    None
+                }
+            },
+        };
         Some(Mail {
             host: host?,
             port,
@@ -765,6 +786,8 @@ impl Cx<'_> {
             from: from?,
             to: to?,
             repeat_after: repeat_after?,
+            digest: digest?,
+            timezone: Tz::UTC,
         })
     }
 

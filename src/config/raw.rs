@@ -89,6 +89,7 @@ pub struct Mail {
     pub from: At<String>,
     pub to: At<Vec<At<String>>>,
     pub repeat_after: Option<At<String>>,
+    pub digest: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize)]

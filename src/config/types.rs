@@ -146,6 +146,10 @@ pub struct Mail {
     pub to: Vec<String>,
     /// At most one alert per job and cause within this window.
     pub repeat_after: Duration,
+    /// `digest: daily at HH:MM`: a summary of the previous day, at this local time.
+    pub digest: Option<chrono::NaiveTime>,
+    /// The zone `digest` is read in (`defaults.timezone`).
+    pub timezone: Tz,
 }
 
 /// What happens to a remote file once its download is verified and recorded.

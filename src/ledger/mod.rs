@@ -815,6 +815,26 @@ impl Ledger {
         Ok(())
     }
 
+    /// Per job, between `from` and `to`: files delivered, their bytes, files failed.
+    pub fn counts_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT job,
+                    COALESCE(SUM(state IN ('verified', 'done') AND finished_at >= ?1 AND finished_at < ?2), 0),
+                    COALESCE(SUM(CASE WHEN state IN ('verified', 'done') AND finished_at >= ?1 AND finished_at < ?2
+                                 THEN size ELSE 0 END), 0),
+                    COALESCE(SUM(state = 'failed' AND updated_at >= ?1 AND updated_at < ?2), 0)
+             FROM files GROUP BY job ORDER BY job",
+        )?;
+        let rows = st.query_map(params![rfc3339(from), rfc3339(to)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Whether a push file with this name, size and mtime was already delivered.
     pub fn is_delivered(
         &self,
