@@ -323,39 +323,12 @@ pub fn next_digest_at(
                 .and_local_timezone(tz)
                 .earliest()
         });
-        if let Some(at) = at.map(|t| t.with_timezone(&Utc)) {
-            if at > now {
-                return at;
-            }
+        if let Some(at) = at.map(|t| t.with_timezone(&Utc))
+            && at > now
+        {
+            return at;
         }
         day += chrono::Duration::days(1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn digest_time_is_the_next_local_hh_mm() {
-        let tz = chrono_tz::America::New_York;
-        let t = chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 11, 24, 11, 0, 0).unwrap(); // 06:00 EST
-        assert_eq!(
-            next_digest_at(now, t, tz),
-            Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
-        );
-        let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(); // exactly 07:00: the next day
-        assert_eq!(
-            next_digest_at(now, t, tz),
-            Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
-        );
-        // 02:30 does not exist on the spring-forward day: the first instant after the gap.
-        let t = chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap();
-        let now = Utc.with_ymd_and_hms(2026, 3, 8, 5, 0, 0).unwrap();
-        let at = next_digest_at(now, t, tz).with_timezone(&tz);
-        assert_eq!(at.date_naive().to_string(), "2026-03-08");
     }
 }
 
@@ -556,4 +529,31 @@ async fn send(
         .await
         .map_err(|_| anyhow::anyhow!("SMTP timed out after {}s", (mail.timeout * 2).as_secs()))??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn digest_time_is_the_next_local_hh_mm() {
+        let tz = chrono_tz::America::New_York;
+        let t = chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 11, 0, 0).unwrap(); // 06:00 EST
+        assert_eq!(
+            next_digest_at(now, t, tz),
+            Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+        );
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(); // exactly 07:00: the next day
+        assert_eq!(
+            next_digest_at(now, t, tz),
+            Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+        );
+        // 02:30 does not exist on the spring-forward day: the first instant after the gap.
+        let t = chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 8, 5, 0, 0).unwrap();
+        let at = next_digest_at(now, t, tz).with_timezone(&tz);
+        assert_eq!(at.date_naive().to_string(), "2026-03-08");
+    }
 }
