@@ -75,7 +75,8 @@ impl Fixture {
 }
 
 pub fn ferry_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferry")
+    // Examples (the demo) include this module too, without the binary's path.
+    option_env!("CARGO_BIN_EXE_ferry").unwrap_or("ferry")
 }
 
 pub fn stdout(o: &Output) -> String {
