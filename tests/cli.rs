@@ -149,31 +149,82 @@ fn invalid_configuration_stops_every_command_with_exit_2() {
 
 #[test]
 fn shipped_example_configuration_passes_check() {
+    // A copy of examples/ and jobs/, with the certificate and secret files
+    // the example names created at test time (they are never committed).
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["examples", "jobs"] {
+        std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), tmp.path().join(dir).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let pki = support::certs::TestPki::new();
+    let client = pki.client_leaf("acme-billing");
+    let certs = tmp.path().join("examples/certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("acme-billing.pem"), &client.cert_pem).unwrap();
+    std::fs::write(certs.join("acme-billing.key"), &client.key_pem).unwrap();
+    std::fs::write(certs.join("payer-ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::create_dir_all(tmp.path().join("examples/secrets")).unwrap();
+    std::fs::write(tmp.path().join("examples/secrets/payer.password"), "from-a-file\n").unwrap();
     let out = Command::new(ferry_bin())
-        .current_dir(root)
+        .current_dir(tmp.path())
         .args(["--config", "examples/ferry.yaml", "check"])
         .env("CH_PASSWORD", "x")
-        .env("PAYER_PASSWORD", "x")
         .env("SMTP_PASSWORD", "x")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    for job in [
-        "acme-837-out",
-        "clearinghouse-999-in",
-        "clearinghouse-277ca-in",
-        "payer-835-in",
-    ] {
-        assert!(
-            text.contains(&format!("\n{job}\n")),
-            "{job} missing:\n{text}"
-        );
+    for job in ["acme-837-out", "clearinghouse-999-in", "clearinghouse-277ca-in", "payer-835-in"] {
+        assert!(text.contains(&format!("\n{job}\n")), "{job} missing:\n{text}");
     }
-    // Every shipped job file is a valid job.
     let jobs = std::fs::read_dir(root.join("jobs")).unwrap().count();
-    assert!(text.contains(&format!("{jobs} jobs")), "{text}");
+    assert!(text.contains(&format!("{jobs} jobs")), "every shipped job is valid: {text}");
+    assert!(!text.contains("from-a-file"), "no secret in check output");
+}
+
+/// Every configuration key the README documents exists in the code, and
+/// every key the code accepts is documented.
+#[test]
+fn readme_documents_exactly_the_configuration_keys_the_code_accepts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(root.join("src/config/raw.rs")).unwrap();
+    let mut code = std::collections::BTreeSet::new();
+    for line in raw.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("pub ") {
+            if let Some((name, _)) = rest.split_once(':') {
+                if !name.contains(' ') && !name.contains('(') {
+                    code.insert(name.to_string());
+                }
+            }
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for line in readme.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split('|').nth(1).unwrap().trim();
+        for key in cell.split('/') {
+            let key = key.trim().trim_matches('`');
+            // servers.<name>.host -> host; mail.smtp.port -> port
+            let leaf = key.rsplit('.').next().unwrap();
+            if !leaf.is_empty() && leaf.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                documented.insert(leaf.to_string());
+            }
+        }
+    }
+    // Sections of the YAML that are mappings rather than keys with a value.
+    for section in ["log", "defaults", "retry", "servers", "mail", "smtp"] {
+        documented.insert(section.to_string());
+    }
+    let undocumented: Vec<_> = code.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&code).collect();
+    assert!(undocumented.is_empty(), "keys the code accepts but the README does not document: {undocumented:?}");
+    assert!(unknown.is_empty(), "keys the README documents but the code does not accept: {unknown:?}");
 }
 
 #[test]
