@@ -39,6 +39,7 @@ impl Runner for EngineRunner {
         let opts = crate::transfer::RunOptions {
             force: false,
             stop: Some(stop),
+            progress: None,
         };
         if let Err(e) = self.engine.run_job(&job, trigger, opts).await {
             warn!(job = %job.name, "run failed: {e:#}");

@@ -169,7 +169,11 @@ fn shipped_example_configuration_passes_check() {
     std::fs::write(certs.join("acme-billing.key"), &client.key_pem).unwrap();
     std::fs::write(certs.join("payer-ca.pem"), &pki.ca_pem).unwrap();
     std::fs::create_dir_all(tmp.path().join("examples/secrets")).unwrap();
-    std::fs::write(tmp.path().join("examples/secrets/payer.password"), "from-a-file\n").unwrap();
+    std::fs::write(
+        tmp.path().join("examples/secrets/payer.password"),
+        "from-a-file\n",
+    )
+    .unwrap();
     let out = Command::new(ferry_bin())
         .current_dir(tmp.path())
         .args(["--config", "examples/ferry.yaml", "check"])
@@ -179,11 +183,22 @@ fn shipped_example_configuration_passes_check() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    for job in ["acme-837-out", "clearinghouse-999-in", "clearinghouse-277ca-in", "payer-835-in"] {
-        assert!(text.contains(&format!("\n{job}\n")), "{job} missing:\n{text}");
+    for job in [
+        "acme-837-out",
+        "clearinghouse-999-in",
+        "clearinghouse-277ca-in",
+        "payer-835-in",
+    ] {
+        assert!(
+            text.contains(&format!("\n{job}\n")),
+            "{job} missing:\n{text}"
+        );
     }
     let jobs = std::fs::read_dir(root.join("jobs")).unwrap().count();
-    assert!(text.contains(&format!("{jobs} jobs")), "every shipped job is valid: {text}");
+    assert!(
+        text.contains(&format!("{jobs} jobs")),
+        "every shipped job is valid: {text}"
+    );
     assert!(!text.contains("from-a-file"), "no secret in check output");
 }
 
@@ -212,7 +227,11 @@ fn readme_documents_exactly_the_configuration_keys_the_code_accepts() {
             let key = key.trim().trim_matches('`');
             // servers.<name>.host -> host; mail.smtp.port -> port
             let leaf = key.rsplit('.').next().unwrap();
-            if !leaf.is_empty() && leaf.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            if !leaf.is_empty()
+                && leaf
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 documented.insert(leaf.to_string());
             }
         }
@@ -223,8 +242,14 @@ fn readme_documents_exactly_the_configuration_keys_the_code_accepts() {
     }
     let undocumented: Vec<_> = code.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&code).collect();
-    assert!(undocumented.is_empty(), "keys the code accepts but the README does not document: {undocumented:?}");
-    assert!(unknown.is_empty(), "keys the README documents but the code does not accept: {unknown:?}");
+    assert!(
+        undocumented.is_empty(),
+        "keys the code accepts but the README does not document: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "keys the README documents but the code does not accept: {unknown:?}"
+    );
 }
 
 #[test]

@@ -427,3 +427,52 @@ async fn a_remote_file_still_growing_between_two_listings_is_left_for_the_next_r
         4 + 12 * 10
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_shows_progress_bars_on_a_terminal_and_none_when_piped() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    s.job("out", &push_job("after_push: keep\n"));
+    let big: Vec<u8> = (0..48 * 1024 * 1024u32).map(|i| (i >> 7) as u8).collect();
+    let cmd = |name: &str| {
+        format!(
+            "{} --config {} once --force out > {} 2>/dev/null",
+            support::ferry_bin(),
+            s.path().join("ferry.yaml").display(),
+            s.path().join(name).display()
+        )
+    };
+    // Piped: plain lines only.
+    s.drop_file("outbox/big-1.837", &big);
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd("piped.out"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let piped = std::fs::read_to_string(s.path().join("piped.out")).unwrap();
+    assert!(piped.contains("delivered  big-1.837"), "{piped}");
+    assert!(
+        !piped.contains("MiB/") && !piped.contains('\u{1b}') && !piped.contains('\r'),
+        "no progress when piped: {piped:?}"
+    );
+    // On a terminal (script(1) gives the command a pty): a bar with sizes.
+    let tty = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --config {} once --force out",
+            support::ferry_bin(),
+            s.path().join("ferry.yaml").display()
+        ))
+        .arg("/dev/null")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("MiB/") && shown.contains("big-1.837"),
+        "a progress bar on the terminal: {shown:?}"
+    );
+}

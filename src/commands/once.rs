@@ -1,8 +1,10 @@
 //! `ferry once JOB...`: run the named jobs now, once each; one line per file
 //! and a summary; exit 1 when any file failed.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
@@ -27,11 +29,20 @@ pub fn once(
     let engine = Engine::new(cfg.state_dir.clone(), ledger);
     let alerter = rt.block_on(async { Alerter::start(cfg.mail.clone(), engine.ledger.clone()) });
     let engine = engine.with_alerter(alerter.clone());
+    // Progress bars only for a person at a terminal.
+    let bars = std::io::stdout().is_terminal().then(Bars::default);
     let mut any_failed = false;
     for name in jobs {
         let job = &cfg.jobs[name];
-        let report =
-            rt.block_on(engine.run_job(job, Trigger::Once, RunOptions { force, stop: None }))?;
+        let report = rt.block_on(engine.run_job(
+            job,
+            Trigger::Once,
+            RunOptions {
+                force,
+                stop: None,
+                progress: bars.as_ref().map(|b| b.progress()),
+            },
+        ))?;
         any_failed |= report.failed() > 0;
         write_all(out, &render(&report, &job.server.name))?;
         out.flush().ok();
@@ -140,4 +151,40 @@ fn human_bytes(n: u64) -> String {
         }
     }
     format!("{v:.1} {unit}")
+}
+
+/// Files smaller than this finish too fast for a bar to mean anything.
+const BAR_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One progress bar per large file while `ferry once` runs on a terminal.
+#[derive(Default, Clone)]
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: Arc<Mutex<HashMap<String, indicatif::ProgressBar>>>,
+}
+
+impl Bars {
+    fn progress(&self) -> crate::transfer::Progress {
+        let me = self.clone();
+        crate::transfer::Progress(Arc::new(move |name: &str, done: u64, total: u64| {
+            if total < BAR_MIN_BYTES {
+                return;
+            }
+            let Ok(mut bars) = me.bars.lock() else { return };
+            let bar = bars.entry(name.to_string()).or_insert_with(|| {
+                let b = me.multi.add(indicatif::ProgressBar::new(total));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("  {msg:<28!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_message(name.to_string());
+                b
+            });
+            bar.set_position(done);
+            if done >= total {
+                bar.finish_and_clear();
+                bars.remove(name);
+            }
+        }))
+    }
 }

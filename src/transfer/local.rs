@@ -115,11 +115,13 @@ pub fn waiting_count(job: &Job, ledger: Option<&crate::ledger::Ledger>) -> anyho
 }
 
 /// Wraps a reader or writer and computes the SHA-256 and length of every
-/// byte that passes, so a file is read exactly once.
+/// byte that passes, so a file is read exactly once; optionally reports
+/// progress as it goes.
 pub struct Hashing<T> {
     inner: T,
     hasher: Sha256,
     bytes: u64,
+    progress: Option<(super::Progress, String, u64)>,
 }
 
 impl<T> Hashing<T> {
@@ -128,6 +130,26 @@ impl<T> Hashing<T> {
             inner,
             hasher: Sha256::new(),
             bytes: 0,
+            progress: None,
+        }
+    }
+
+    /// Reports `(name, bytes so far, total)` after every chunk.
+    pub fn with_progress(
+        mut self,
+        progress: Option<super::Progress>,
+        name: &str,
+        total: u64,
+    ) -> Self {
+        self.progress = progress.map(|p| (p, name.to_string(), total));
+        self
+    }
+
+    fn advance(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        if let Some((p, name, total)) = &self.progress {
+            (p.0)(name, self.bytes, *total);
         }
     }
 
@@ -160,8 +182,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Hashing<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
             let new = &buf.filled()[before..];
-            self.hasher.update(new);
-            self.bytes += new.len() as u64;
+            self.advance(new);
         }
         r
     }
@@ -175,8 +196,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Hashing<T> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = r {
-            self.hasher.update(&data[..n]);
-            self.bytes += n as u64;
+            self.advance(&data[..n]);
         }
         r
     }

@@ -72,6 +72,18 @@ pub struct RunOptions {
     pub force: bool,
     /// Once cancelled, no new file is started; files in flight finish.
     pub stop: Option<tokio_util::sync::CancellationToken>,
+    /// Told how far each file has streamed (for progress bars).
+    pub progress: Option<Progress>,
+}
+
+/// `(file name, bytes so far, total bytes)`, called as a file streams.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&str, u64, u64) + Send + Sync>);
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 /// How one file ended in this run.

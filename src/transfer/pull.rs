@@ -127,7 +127,16 @@ pub(super) async fn run(
     session.close().await;
 
     let (done, connection_error) = engine
-        .drive(job, items, &PullAttempt { engine, job }, opts.stop.as_ref())
+        .drive(
+            job,
+            items,
+            &PullAttempt {
+                engine,
+                job,
+                progress: opts.progress.clone(),
+            },
+            opts.stop.as_ref(),
+        )
         .await;
     outcomes.extend(done);
     Ok(report(job, outcomes, connection_error))
@@ -215,6 +224,7 @@ async fn list_stable(
 struct PullAttempt<'a> {
     engine: &'a Engine,
     job: &'a Job,
+    progress: Option<super::Progress>,
 }
 
 #[async_trait::async_trait]
@@ -244,7 +254,16 @@ impl Attempt<PullItem> for PullAttempt<'_> {
             state,
             FileState::Seen | FileState::Sending | FileState::Failed
         ) {
-            let (sha, resumed) = download(engine, remote, item, &row, &part, job).await?;
+            let (sha, resumed) = download(
+                engine,
+                remote,
+                item,
+                &row,
+                &part,
+                job,
+                self.progress.clone(),
+            )
+            .await?;
             if let Some(offset) = resumed {
                 note = Some(format!("resumed at byte {offset}"));
             }
@@ -333,6 +352,7 @@ async fn download(
     row: &crate::ledger::FileRow,
     part: &Path,
     job: &Job,
+    progress: Option<super::Progress>,
 ) -> Result<(String, Option<u64>), Failure> {
     let existing = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let offset =
@@ -353,7 +373,7 @@ async fn download(
     } else {
         tokio::fs::File::create(part).await.map_err(local_err)?
     };
-    let mut writer = Hashing::new(&mut file);
+    let mut writer = Hashing::new(&mut file).with_progress(progress, &item.name, item.size);
     if offset > 0 {
         let head = std::fs::read(part).map_err(local_err)?;
         writer.absorb(&head[..offset as usize]);

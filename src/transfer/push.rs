@@ -140,7 +140,16 @@ pub(super) async fn run(
     }
 
     let (done, connection_error) = engine
-        .drive(job, items, &PushAttempt { engine, job }, opts.stop.as_ref())
+        .drive(
+            job,
+            items,
+            &PushAttempt {
+                engine,
+                job,
+                progress: opts.progress.clone(),
+            },
+            opts.stop.as_ref(),
+        )
         .await;
     outcomes.extend(done);
     Ok(RunReport {
@@ -195,6 +204,7 @@ async fn hash_file(path: &std::path::Path) -> anyhow::Result<String> {
 struct PushAttempt<'a> {
     engine: &'a Engine,
     job: &'a Job,
+    progress: Option<super::Progress>,
 }
 
 #[async_trait::async_trait]
@@ -251,7 +261,16 @@ impl Attempt<PushItem> for PushAttempt<'_> {
                         if offset > 0 {
                             note = Some(format!("resumed at byte {offset}"));
                         }
-                        send(engine, remote, item, &row, &target, offset).await?
+                        send(
+                            engine,
+                            remote,
+                            item,
+                            &row,
+                            &target,
+                            offset,
+                            self.progress.clone(),
+                        )
+                        .await?
                     }
                 };
                 let level = verify(
@@ -347,6 +366,7 @@ async fn send(
     row: &FileRow,
     target: &str,
     offset: u64,
+    progress: Option<super::Progress>,
 ) -> Result<String, Failure> {
     if !item.local.unchanged() {
         return Err(Failure::Permanent(
@@ -357,7 +377,7 @@ async fn send(
     let file = tokio::fs::File::open(&item.local.path).await.map_err(|e| {
         Failure::Permanent(format!("cannot open {}: {e}", item.local.path.display()))
     })?;
-    let mut reader = Hashing::new(file);
+    let mut reader = Hashing::new(file).with_progress(progress, &item.local.name, item.local.size);
     if offset > 0 {
         // The part already on the server is hashed, not sent.
         let mut skip = (&mut reader).take(offset);

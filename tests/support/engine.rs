@@ -87,7 +87,7 @@ pub async fn run_forced(engine: &Engine, cfg: &Config, job: &str) -> RunReport {
             Trigger::Once,
             RunOptions {
                 force: true,
-                stop: None,
+                ..Default::default()
             },
         )
         .await
