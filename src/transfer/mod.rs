@@ -77,8 +77,10 @@ pub struct RunOptions {
 }
 
 /// `(file name, bytes so far, total bytes)`, called as a file streams.
+pub type ProgressFn = dyn Fn(&str, u64, u64) + Send + Sync;
+
 #[derive(Clone)]
-pub struct Progress(pub Arc<dyn Fn(&str, u64, u64) + Send + Sync>);
+pub struct Progress(pub Arc<ProgressFn>);
 
 impl fmt::Debug for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,6 +144,20 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    pub(crate) fn new(
+        job: &Job,
+        files: Vec<FileOutcome>,
+        connection_error: Option<String>,
+    ) -> RunReport {
+        RunReport {
+            job: job.name.clone(),
+            direction: job.direction,
+            files,
+            connection_error,
+            duration: Duration::ZERO,
+        }
+    }
+
     pub fn failed(&self) -> usize {
         self.files
             .iter()

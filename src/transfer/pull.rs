@@ -67,7 +67,7 @@ pub(super) async fn run(
             for it in &items {
                 outcomes.push(engine.fail_item(it, &msg));
             }
-            return Ok(report(job, outcomes, Some(msg)));
+            return Ok(RunReport::new(job, outcomes, Some(msg)));
         }
     };
     let (stable, growing) = listing;
@@ -139,17 +139,7 @@ pub(super) async fn run(
         )
         .await;
     outcomes.extend(done);
-    Ok(report(job, outcomes, connection_error))
-}
-
-fn report(job: &Job, files: Vec<FileOutcome>, connection_error: Option<String>) -> RunReport {
-    RunReport {
-        job: job.name.clone(),
-        direction: job.direction,
-        files,
-        connection_error,
-        duration: Default::default(),
-    }
+    Ok(RunReport::new(job, outcomes, connection_error))
 }
 
 /// Connects and lists, retrying a lost connection with backoff like any

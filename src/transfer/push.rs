@@ -152,13 +152,7 @@ pub(super) async fn run(
         )
         .await;
     outcomes.extend(done);
-    Ok(RunReport {
-        job: job.name.clone(),
-        direction: job.direction,
-        files: outcomes,
-        connection_error,
-        duration: Default::default(),
-    })
+    Ok(RunReport::new(job, outcomes, connection_error))
 }
 
 fn already(f: &LocalFile, r: &FileRow, job: &Job) -> FileOutcome {
