@@ -211,12 +211,12 @@ fn readme_documents_exactly_the_configuration_keys_the_code_accepts() {
     let mut code = std::collections::BTreeSet::new();
     for line in raw.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("pub ") {
-            if let Some((name, _)) = rest.split_once(':') {
-                if !name.contains(' ') && !name.contains('(') {
-                    code.insert(name.to_string());
-                }
-            }
+        if let Some(rest) = t.strip_prefix("pub ")
+            && let Some((name, _)) = rest.split_once(':')
+            && !name.contains(' ')
+            && !name.contains('(')
+        {
+            code.insert(name.to_string());
         }
     }
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
