@@ -343,3 +343,59 @@ async fn the_daily_digest_counts_files_bytes_and_failures_per_job() {
     );
     assert!(digest.contains("acme-837-out"), "{digest}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_login_is_used_when_user_is_set_and_a_wrong_password_is_reported_not_leaked() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start_with_login("ferry", "smtp-Secret-7");
+    let login = |pw: &str| {
+        mail_yaml(smtp.port, "starttls", Some(&smtp.ca_file()), "1h").replace(
+            "timeout: 3s }",
+            &format!("timeout: 3s, user: ferry, password: \"{pw}\" }}"),
+        )
+    };
+    // Right password: delivered through STARTTLS + AUTH.
+    let (_srv, s) = failing_setup(&login("smtp-Secret-7")).await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    let engine = engine_with_mail(&s).await;
+    run(&engine, &s).await;
+    let msgs = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(msgs.len(), 1, "sent after logging in");
+    assert!(!msgs[0].contains("smtp-Secret-7"));
+    // Wrong password: not sent, queued with an error that names no secret.
+    let (_srv2, s2) = failing_setup(&login("Wrong-Secret-9")).await;
+    s2.drop_file("outbox/denied.837", b"ISA~");
+    let engine2 = engine_with_mail(&s2).await;
+    run(&engine2, &s2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "nothing more arrived");
+    let conn = rusqlite::Connection::open(s2.path().join("state/ferry.db")).unwrap();
+    let err: String = conn
+        .query_row("SELECT last_error FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        err.contains("535") || err.to_ascii_lowercase().contains("auth"),
+        "{err}"
+    );
+    assert!(!err.contains("Wrong-Secret-9"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_smtp_delivers_the_alert() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("tls");
+    let (_srv, s) = failing_setup(&mail_yaml(smtp.port, "tls", Some(&smtp.ca_file()), "1h")).await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    let engine = engine_with_mail(&s).await;
+    run(&engine, &s).await;
+    let msgs = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        header(&msgs[0], "Subject"),
+        "[ferry] FAILED acme-837-out: 1 file not delivered"
+    );
+}

@@ -16,7 +16,7 @@ fn the_demo_runs_to_completion_and_names_every_step() {
         .join("examples/demo");
     assert!(
         demo.exists(),
-        "build it with cargo test (or cargo build --examples): {}",
+        "{} is missing: run `cargo build --examples` first (scripts/test.sh does)",
         demo.display()
     );
     let start = Instant::now();

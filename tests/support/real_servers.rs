@@ -148,10 +148,13 @@ impl Drop for RealServer {
     }
 }
 
-/// A real SMTP server (Debian's aiosmtpd) started by `scripts/smtp-server.sh`.
+/// A real SMTP server (Debian's aiosmtpd) started by `scripts/smtp-server.sh`
+/// (or, with a login required, `scripts/smtp-auth-server.py`).
 pub struct SmtpServer {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The AUTH server runs as our child; the others are stopped by the script.
+    child: Option<std::process::Child>,
 }
 
 impl SmtpServer {
@@ -179,7 +182,48 @@ impl SmtpServer {
             "smtp server: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        SmtpServer { port, dir }
+        SmtpServer {
+            port,
+            dir,
+            child: None,
+        }
+    }
+
+    /// STARTTLS and AUTH (LOGIN/PLAIN) required; only `user`/`password` get in.
+    pub fn start_with_login(user: &str, password: &str) -> SmtpServer {
+        use std::io::BufRead;
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-smtp-auth-")
+            .tempdir()
+            .unwrap();
+        let certs = dir.path().join("certs");
+        let ok = Command::new("bash")
+            .arg(repo().join("scripts/gen-test-certs.sh"))
+            .arg(&certs)
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let port = free_port_block();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(repo().join("scripts/smtp-auth-server.py"))
+            .arg(port.to_string())
+            .arg(dir.path().join("maildir"))
+            .arg(certs.join("server.pem"))
+            .arg(certs.join("server.key"))
+            .args([user, password])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        SmtpServer {
+            port,
+            dir,
+            child: Some(child),
+        }
     }
 
     /// A port nobody listens on now, for an SMTP server started later.
@@ -227,6 +271,11 @@ impl SmtpServer {
 
 impl Drop for SmtpServer {
     fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            return;
+        }
         let _ = Command::new("bash")
             .arg(repo().join("scripts/smtp-server.sh"))
             .arg("stop")
