@@ -173,7 +173,7 @@ async fn upload_and_download_resume_from_an_offset() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn tls13_sessions_reuse_tickets_and_log_in_again_before_they_run_out() {
+async fn tls13_data_connections_all_resume_the_control_session() {
     let srv = ftps_server::start(ServerOptions {
         tls_versions: TlsVersions::Tls13,
         ..Default::default()

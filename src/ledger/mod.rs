@@ -453,7 +453,9 @@ impl Ledger {
             state,
             FileState::Done | FileState::Failed | FileState::Verified
         );
-        let n = self.conn.execute(
+        // The state and its event commit together: one fsync per step, not two.
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
             "UPDATE files SET state = ?2,
                               verified = COALESCE(?3, verified),
                               last_error = ?4,
@@ -475,12 +477,13 @@ impl Ledger {
         if n != 1 {
             bail!("no file with id {file_id} in the ledger");
         }
-        let job: String =
-            self.conn
-                .query_row("SELECT job FROM files WHERE id = ?1", [file_id], |r| {
-                    r.get(0)
-                })?;
-        self.event(&job, None, Some(file_id), state.as_str(), error)?;
+        // The event takes the job from the row itself: one statement, no read back.
+        tx.execute(
+            "INSERT INTO events (at, job, run_id, file_id, kind, detail)
+             SELECT ?2, job, NULL, id, ?3, ?4 FROM files WHERE id = ?1",
+            params![file_id, t, state.as_str(), error],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
