@@ -21,6 +21,19 @@ fn payload(i: usize) -> Vec<u8> {
     v
 }
 
+/// `FERRY_TEST_TRACE=FILE`: every FTP command, reply and TLS step of this
+/// test binary goes to FILE (to see which side stalled when a run hangs).
+fn trace_to_file_when_asked() {
+    if let Ok(f) = std::env::var("FERRY_TEST_TRACE") {
+        let file = std::fs::File::create(f).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("trace,rustls=debug")
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    }
+}
+
 /// 500 uploads then 500 downloads in one session; returns the re-logins.
 async fn five_hundred_each_way(
     server: &RealServer,
@@ -95,6 +108,7 @@ async fn vsftpd_explicit_moves_500_files_each_way_in_one_session_with_tls12_and_
     if !available() {
         return;
     }
+    trace_to_file_when_asked();
     let srv = RealServer::start(Kind::VsftpdExplicit);
     five_hundred_each_way(&srv, None, "vsftpd-tls12").await;
     five_hundred_each_way(&srv, Some(vec![TlsVersion::V1_3]), "vsftpd-tls13").await;
@@ -105,6 +119,7 @@ async fn proftpd_moves_500_files_each_way_in_one_session_with_tls12_and_tls13() 
     if !available() {
         return;
     }
+    trace_to_file_when_asked();
     let srv = RealServer::start(Kind::Proftpd);
     let relogins12 = five_hundred_each_way(&srv, None, "proftpd-tls12").await;
     assert_eq!(relogins12, 0, "TLS 1.2 resumes indefinitely");

@@ -360,3 +360,50 @@ async fn client_certificate_is_presented_when_configured() {
     s.upload("/c.837", 0, &mut &b"c"[..]).await.unwrap();
     s.close().await;
 }
+
+/// Leaves this task exactly `left` units of tokio's cooperative budget
+/// (128 per poll), so the `left`-th socket or lock operation after this is
+/// told "not now" (Pending) although the socket is ready: how a long run of
+/// ready operations ends.
+async fn leave_coop_budget(left: u32) {
+    tokio::task::yield_now().await;
+    for _ in left..128 {
+        tokio::task::coop::consume_budget().await;
+    }
+}
+
+/// Regression: suppaftp writes a command and then only reads the reply, it
+/// never flushes. When the socket write was deferred (tokio's budget ran
+/// out, or the send buffer was full), rustls kept the command buffered and
+/// the session waited for the reply to a command the server never got,
+/// until the step timed out (seen in CI as "timed out after 20s while
+/// uploading" in the middle of 500 transfers).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_whose_socket_write_was_deferred_still_reaches_the_server() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::write(srv.root().join("a.837"), b"ISA*00~").unwrap();
+    let mut server = server_for(&srv, "127.0.0.1");
+    server.timeout = Duration::from_secs(2);
+    let mut s = FtpsSession::connect(Arc::new(server)).await.unwrap();
+    // Every position of the deferred operation within the next command.
+    for left in 1..12 {
+        leave_coop_budget(left).await;
+        assert_eq!(
+            s.size("/a.837")
+                .await
+                .unwrap_or_else(|e| panic!("SIZE with {left} left: {e}")),
+            Some(7)
+        );
+        leave_coop_budget(left).await;
+        let mut got = Vec::new();
+        s.download("/a.837", 0, &mut got)
+            .await
+            .unwrap_or_else(|e| panic!("download with {left} left: {e}"));
+        assert_eq!(got, b"ISA*00~");
+        leave_coop_budget(left).await;
+        s.upload(&format!("/up{left}.837"), 0, &mut &b"ST*837~"[..])
+            .await
+            .unwrap_or_else(|e| panic!("upload with {left} left: {e}"));
+    }
+    s.close().await;
+}

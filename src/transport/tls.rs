@@ -465,9 +465,33 @@ fn classify(e: &std::io::Error) -> TlsProblem {
 }
 
 /// A TLS connection over TCP as suppaftp wants it.
+///
+/// suppaftp writes a command with `write_all` and then only reads the
+/// reply; it never flushes. tokio-rustls accepts the bytes into rustls and
+/// reports them written even when the socket write was deferred (tokio's
+/// cooperative budget ran out, or the send buffer was full), and its reads
+/// never send what is still buffered. The command would then sit in rustls
+/// while both ends wait for each other until the step times out. So every
+/// write tries to flush at once, and every read first sends whatever is
+/// still buffered.
 #[derive(Debug)]
 pub struct TlsStream {
     inner: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl TlsStream {
+    /// Sends buffered TLS records if there are any. `Pending` only means the
+    /// socket is not ready; the waker is registered for when it is.
+    fn poll_send_buffered(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.inner.get_ref().1.wants_write() {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        } else {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
 }
 
 impl AsyncRead for TlsStream {
@@ -476,6 +500,11 @@ impl AsyncRead for TlsStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if let std::task::Poll::Ready(Err(e)) = self.poll_send_buffered(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        // Read even when the send is still pending, so neither direction
+        // can block the other.
         std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -486,7 +515,13 @@ impl AsyncWrite for TlsStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(_)) = written
+            && let std::task::Poll::Ready(Err(e)) = self.poll_send_buffered(cx)
+        {
+            return std::task::Poll::Ready(Err(e));
+        }
+        written
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,

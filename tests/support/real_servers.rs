@@ -58,23 +58,48 @@ pub fn available() -> bool {
     true
 }
 
-/// A port P such that P..=P+20 are free now (control port plus passive range).
+/// The kernel's ephemeral port range (`ip_local_port_range`).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A port P such that P..=P+20 are free now (control port plus passive
+/// range), outside the kernel's ephemeral range and not handed out before
+/// in this process.
+///
+/// Outside the ephemeral range because every client socket on this machine
+/// takes its local port from there: an ephemeral port inside a server's
+/// passive range (a live connection, or one in TIME_WAIT for 60 s after
+/// thousands of transfers) makes the server's `bind` of that passive port
+/// fail, and a block search inside that range can find nothing free at all.
 fn free_port_block() -> u16 {
-    for _ in 0..200 {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p > 65000 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let (lo, hi) = ephemeral_range();
+    // Below the ephemeral range when there is room, else above it.
+    let (from, to) = if lo > 12_000 {
+        (10_000, lo - 22)
+    } else {
+        (hi.saturating_add(1).max(10_000), 65_000)
+    };
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..2000 {
+        let p = fastrand::u16(from..to);
+        if given.iter().any(|&g| p.abs_diff(g) <= 20) {
             continue;
         }
         let all_free = (p..=p + 20).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok());
         if all_free {
+            given.push(p);
             return p;
         }
     }
-    panic!("no free block of 21 ports on 127.0.0.1");
+    panic!("no free block of 21 ports on 127.0.0.1 in {from}..{to}");
 }
 
 impl RealServer {
@@ -140,6 +165,10 @@ impl RealServer {
 
 impl Drop for RealServer {
     fn drop(&mut self) {
+        // A failing test shows what the server saw: the tail of each log.
+        if std::thread::panicking() {
+            dump_logs(self.dir.path());
+        }
         let _ = Command::new("bash")
             .arg(repo().join("scripts/ftp-server.sh"))
             .arg("stop")
@@ -281,5 +310,24 @@ impl Drop for SmtpServer {
             .arg("stop")
             .arg(self.dir.path())
             .output();
+    }
+}
+
+/// Prints the last 60 lines of every `*.log` in `dir` to stderr.
+fn dump_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "log") || p.ends_with("server.out") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(60);
+            eprintln!("---- last lines of {} ----", p.display());
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+        }
     }
 }
