@@ -26,6 +26,10 @@ use crate::watch::{self, HasWork};
 pub trait Runner: Send + Sync + 'static {
     /// `stop` is cancelled at shutdown: start no new file, finish the one in flight.
     async fn run(&self, job: Arc<Job>, trigger: Trigger, stop: CancellationToken);
+
+    /// A valid configuration was loaded by SIGHUP (jobs are the agent's
+    /// business; this is for settings outside jobs, such as mail).
+    fn reconfigure(&self, _cfg: &Config) {}
 }
 
 /// The production runner: the transfer engine.
@@ -43,6 +47,12 @@ impl Runner for EngineRunner {
         };
         if let Err(e) = self.engine.run_job(&job, trigger, opts).await {
             warn!(job = %job.name, "run failed: {e:#}");
+        }
+    }
+
+    fn reconfigure(&self, cfg: &Config) {
+        if let Some(alerter) = self.engine.alerter() {
+            alerter.reconfigure(cfg.mail.clone(), cfg.jobs.keys().cloned().collect());
         }
     }
 }
@@ -310,6 +320,7 @@ impl Agent {
             jobs = new.len(),
             "configuration reloaded"
         );
+        self.runner.reconfigure(&cfg);
         self.cfg = Arc::new(cfg);
         self.install(&HashMap::new());
     }

@@ -18,7 +18,8 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{Direction, Job, Mail, SmtpSecurity};
@@ -26,44 +27,84 @@ use crate::ledger::Ledger;
 use crate::transfer::{FileStatus, RunReport};
 
 /// Decides what to email after runs and hands mail to the background sender.
+///
+/// The mail settings and the digest's job list follow SIGHUP reloads
+/// ([`Alerter::reconfigure`]); mail already queued keeps the recipients it
+/// was queued for.
 pub struct Alerter {
-    mail: Option<Mail>,
+    mail: Mutex<Option<Mail>>,
+    /// The background sender watches this for new settings.
+    mail_tx: watch::Sender<Option<Mail>>,
+    /// Jobs the daily digest lists.
+    jobs: Mutex<Vec<String>>,
+    digest: Mutex<Option<JoinHandle<()>>>,
     ledger: Arc<Mutex<Ledger>>,
     wake: Arc<Notify>,
 }
 
 impl Alerter {
-    /// Starts the background sender on the current runtime when mail is configured.
+    /// Starts the background sender on the current runtime.
     pub fn start(mail: Option<Mail>, ledger: Arc<Mutex<Ledger>>) -> Arc<Alerter> {
         let wake = Arc::new(Notify::new());
-        if let Some(m) = &mail {
-            tokio::spawn(sender(m.clone(), ledger.clone(), wake.clone()));
-        }
-        Arc::new(Alerter { mail, ledger, wake })
+        let (mail_tx, mail_rx) = watch::channel(mail.clone());
+        tokio::spawn(sender(mail_rx, ledger.clone(), wake.clone()));
+        Arc::new(Alerter {
+            mail: Mutex::new(mail),
+            mail_tx,
+            jobs: Mutex::new(Vec::new()),
+            digest: Mutex::new(None),
+            ledger,
+            wake,
+        })
     }
 
-    /// For the agent: sends the daily digest at `mail.digest`, if set.
+    /// The mail settings in force now.
+    fn mail(&self) -> Option<Mail> {
+        self.mail.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// For the agent: sends the daily digest of `jobs` at `mail.digest`, if set.
     pub fn start_digest(self: &Arc<Self>, jobs: Vec<String>) {
-        let Some(time) = self.mail.as_ref().and_then(|m| m.digest) else {
+        if let Ok(mut j) = self.jobs.lock() {
+            *j = jobs;
+        }
+        let Ok(mut digest) = self.digest.lock() else {
             return;
         };
-        let tz = self.mail.as_ref().map_or(chrono_tz::UTC, |m| m.timezone);
+        if let Some(old) = digest.take() {
+            old.abort();
+        }
+        let Some(mail) = self.mail() else { return };
+        let Some(time) = mail.digest else { return };
+        let tz = mail.timezone;
         let me = self.clone();
-        tokio::spawn(async move {
+        *digest = Some(tokio::spawn(async move {
             loop {
                 let at = next_digest_at(Utc::now(), time, tz);
                 tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
                 let yesterday = at.with_timezone(&tz).date_naive() - chrono::Duration::days(1);
-                me.queue_digest(yesterday, &jobs);
+                me.queue_digest(yesterday);
                 tokio::time::sleep(Duration::from_secs(61)).await; // past the minute
             }
-        });
+        }));
     }
 
-    /// Queues the digest of `day` (in the digest's time zone): per job, files
-    /// transferred, bytes, failures.
-    pub fn queue_digest(&self, day: chrono::NaiveDate, jobs: &[String]) {
-        let Some(mail) = &self.mail else { return };
+    /// A reloaded configuration: new mail settings (SMTP server, recipients,
+    /// digest time...) for everything queued from now on, and a digest of
+    /// the jobs configured now.
+    pub fn reconfigure(self: &Arc<Self>, mail: Option<Mail>, jobs: Vec<String>) {
+        if let Ok(mut m) = self.mail.lock() {
+            *m = mail.clone();
+        }
+        self.mail_tx.send_replace(mail);
+        self.start_digest(jobs);
+    }
+
+    /// Queues the digest of `day` (in the digest's time zone): per job
+    /// configured now, files transferred, bytes, failures.
+    pub fn queue_digest(&self, day: chrono::NaiveDate) {
+        let Some(mail) = self.mail() else { return };
+        let jobs = self.jobs.lock().map(|j| j.clone()).unwrap_or_default();
         let tz = mail.timezone;
         let start = |d: chrono::NaiveDate| {
             d.and_hms_opt(0, 0, 0)
@@ -83,7 +124,7 @@ impl Alerter {
                 "ferry, {day} ({tz}):\n\n{:<32} {:>8} {:>14} {:>9}\n",
                 "JOB", "FILES", "BYTES", "FAILURES"
             );
-            for job in jobs {
+            for job in &jobs {
                 let (f, b, x) = counts
                     .iter()
                     .find(|c| &c.0 == job)
@@ -116,9 +157,10 @@ impl Alerter {
     }
 
     fn decide(&self, job: &Job, report: &RunReport, next_run: &str) -> anyhow::Result<()> {
-        let Some(mail) = &self.mail else {
+        let Some(mail) = self.mail() else {
             return Ok(()); // no mail: failures are only logged
         };
+        let mail = &mail;
         let failed: Vec<_> = report
             .files
             .iter()
@@ -238,7 +280,7 @@ impl Alerter {
 
     /// A certificate that expires within 30 days: one warning a day per server.
     pub fn certificate_expiring(&self, job: &Job, not_after: DateTime<Utc>) {
-        let Some(mail) = &self.mail else { return };
+        let Some(mail) = self.mail() else { return };
         let days = (not_after - Utc::now()).num_days();
         let cause = format!("certificate:{}", job.server.name);
         let result = (|| -> anyhow::Result<()> {
@@ -281,7 +323,7 @@ impl Alerter {
     /// Waits until the outbox is empty, at most `limit` (for `ferry once`,
     /// which exits afterwards; what is left is sent by the next ferry).
     pub async fn flush(&self, limit: Duration) {
-        if self.mail.is_none() {
+        if self.mail().is_none() {
             return;
         }
         let deadline = tokio::time::Instant::now() + limit;
@@ -435,52 +477,82 @@ fn human_duration(d: chrono::Duration) -> String {
 
 /// Sends the outbox, oldest first; on failure waits with backoff (2 s
 /// doubling to 5 min) and tries again. Never gives up while ferry runs.
-async fn sender(mail: Mail, ledger: Arc<Mutex<Ledger>>, wake: Arc<Notify>) {
-    let transport = match transport(&mail) {
-        Ok(t) => t,
-        Err(e) => {
-            error!("mail is configured but cannot be used: {e:#}; alerts are only logged");
-            return;
-        }
-    };
-    let mut delay = Duration::from_secs(2);
+/// Sends the outbox, oldest first, with backoff while the SMTP server
+/// fails; picks up new mail settings from `settings` between messages.
+async fn sender(
+    mut settings: watch::Receiver<Option<Mail>>,
+    ledger: Arc<Mutex<Ledger>>,
+    wake: Arc<Notify>,
+) {
     loop {
-        let queued = ledger
-            .lock()
-            .ok()
-            .and_then(|l| l.outbox().ok())
-            .unwrap_or_default();
-        if queued.is_empty() {
-            wake.notified().await;
-            continue;
-        }
-        let mut failed = false;
-        for m in queued {
-            match send(&transport, &mail, &m).await {
-                Ok(()) => {
-                    info!(subject = %m.subject, "alert email sent");
-                    if let Ok(l) = ledger.lock() {
-                        let _ = l.mail_sent(m.id);
-                    }
-                    delay = Duration::from_secs(2);
-                }
+        let mail = settings.borrow_and_update().clone();
+        let usable = match &mail {
+            None => None,
+            Some(m) => match transport(m) {
+                Ok(t) => Some((m, t)),
                 Err(e) => {
-                    let msg = format!("{e:#}");
-                    error!(subject = %m.subject, attempt = m.attempts + 1, "cannot send alert email: {msg}; retrying in {}s", delay.as_secs());
-                    if let Ok(l) = ledger.lock() {
-                        let _ = l.mail_failed(m.id, &msg);
-                    }
-                    failed = true;
-                    break;
+                    error!("mail is configured but cannot be used: {e:#}; alerts are only logged");
+                    None
+                }
+            },
+        };
+        let Some((mail, transport)) = usable else {
+            // Nothing to send with until a reload brings usable settings.
+            if settings.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let mut delay = Duration::from_secs(2);
+        loop {
+            match settings.has_changed() {
+                Ok(false) => {}
+                Ok(true) => break,
+                // The alerter is gone (ferry is exiting); the outbox is
+                // durable and the next ferry sends what is left.
+                Err(_) => return,
+            }
+            let queued = ledger
+                .lock()
+                .ok()
+                .and_then(|l| l.outbox().ok())
+                .unwrap_or_default();
+            if queued.is_empty() {
+                tokio::select! {
+                    _ = wake.notified() => continue,
+                    // New settings (marked seen): the outer loop takes them.
+                    _ = settings.changed() => break,
                 }
             }
-        }
-        if failed {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = wake.notified() => {}
+            let mut failed = false;
+            for m in queued {
+                match send(&transport, mail, &m).await {
+                    Ok(()) => {
+                        info!(subject = %m.subject, "alert email sent");
+                        if let Ok(l) = ledger.lock() {
+                            let _ = l.mail_sent(m.id);
+                        }
+                        delay = Duration::from_secs(2);
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        error!(subject = %m.subject, attempt = m.attempts + 1, "cannot send alert email: {msg}; retrying in {}s", delay.as_secs());
+                        if let Ok(l) = ledger.lock() {
+                            let _ = l.mail_failed(m.id, &msg);
+                        }
+                        failed = true;
+                        break;
+                    }
+                }
             }
-            delay = (delay * 2).min(Duration::from_secs(300));
+            if failed {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wake.notified() => {}
+                    _ = settings.changed() => break,
+                }
+                delay = (delay * 2).min(Duration::from_secs(300));
+            }
         }
     }
 }

@@ -222,7 +222,12 @@ async fn smtp_down_does_not_slow_a_run_and_the_mail_goes_out_once_smtp_is_back()
     let smtp = SmtpServer::start_on(dir, port, "starttls");
     let msgs = smtp.wait_for(1, Duration::from_secs(20));
     assert_eq!(msgs.len(), 1, "sent once SMTP came back");
-    assert!(engine.ledger.lock().unwrap().outbox().unwrap().is_empty());
+    // The server has the message before ferry records it as sent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !engine.ledger.lock().unwrap().outbox().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the outbox keeps the sent mail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,8 +335,9 @@ async fn the_daily_digest_counts_files_bytes_and_failures_per_job() {
     run(&engine, &s).await;
     smtp.wait_for(1, Duration::from_secs(10)); // the failure email
     let alerter = engine.alerter().unwrap().clone();
+    alerter.start_digest(vec!["acme-837-out".to_string()]);
     let today = chrono::Utc::now().date_naive();
-    alerter.queue_digest(today, &["acme-837-out".to_string()]);
+    alerter.queue_digest(today);
     let msgs = smtp.wait_for(2, Duration::from_secs(10));
     let digest = msgs
         .iter()
@@ -342,6 +348,97 @@ async fn the_daily_digest_counts_files_bytes_and_failures_per_job() {
         format!("[ferry] DIGEST {today}: 1 file, 12 bytes, 1 failure")
     );
     assert!(digest.contains("acme-837-out"), "{digest}");
+
+    // A reload that adds a job: the next digest lists it too.
+    let cfg = s.config();
+    alerter.reconfigure(
+        cfg.mail.clone(),
+        vec!["acme-837-out".to_string(), "payer-837-out".to_string()],
+    );
+    alerter.queue_digest(today);
+    let msgs = smtp.wait_for(3, Duration::from_secs(10));
+    let second = msgs
+        .iter()
+        .filter(|m| header(m, "Subject").starts_with("[ferry] DIGEST"))
+        .nth(1)
+        .expect("a second digest");
+    assert!(second.contains("payer-837-out"), "{second}");
+    assert!(second.contains("acme-837-out"), "{second}");
+}
+
+/// `ferry run`, then SIGHUP with `mail` pointing at another SMTP server and
+/// recipient: the next failure email goes there, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_sends_later_failure_emails_through_the_new_smtp_server_to_the_new_recipients() {
+    if !available() {
+        return;
+    }
+    let old = SmtpServer::start("starttls");
+    let new = SmtpServer::start("starttls");
+    let (_srv, s) =
+        failing_setup(&mail_yaml(old.port, "starttls", Some(&old.ca_file()), "1h")).await;
+    let watched = |outbox: &str| {
+        format!(
+            "direction: push\nserver: srv\nlocal_dir: ../{outbox}\nremote_dir: /inbound\nwatch: true\nstable_for: 100ms\n{FAST}"
+        )
+    };
+    s.job("acme-837-out", &watched("outbox"));
+    std::fs::create_dir_all(s.local("outbox")).unwrap();
+    let log_path = s.path().join("agent.log");
+    let mut agent = std::process::Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.drop_file("outbox/denied-1.837", b"ISA~");
+    let before = old.wait_for(1, Duration::from_secs(15));
+    assert_eq!(before.len(), 1, "{}", log());
+    assert!(header(&before[0], "To").contains("edi-ops@example.org"));
+
+    // New SMTP server, new recipient, and a job added by the same reload.
+    let yaml = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    let cut = yaml.find("mail:").unwrap();
+    let moved = mail_yaml(new.port, "starttls", Some(&new.ca_file()), "1h")
+        .replace("edi-ops@example.org", "night-desk@example.org");
+    std::fs::write(
+        s.path().join("ferry.yaml"),
+        format!("{}{moved}", &yaml[..cut]),
+    )
+    .unwrap();
+    s.job("payer-837-out", &watched("outbox2"));
+    std::fs::create_dir_all(s.local("outbox2")).unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload: {}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.drop_file("outbox2/denied-2.837", b"ISA~");
+    let after = new.wait_for(1, Duration::from_secs(15));
+    assert_eq!(after.len(), 1, "{}", log());
+    assert!(
+        header(&after[0], "Subject").starts_with("[ferry] FAILED payer-837-out"),
+        "{}",
+        after[0]
+    );
+    let to = header(&after[0], "To");
+    assert!(to.contains("night-desk@example.org"), "{to}");
+    assert!(!to.contains("edi-ops@example.org"), "{to}");
+    assert_eq!(
+        old.messages().len(),
+        1,
+        "nothing more through the old server"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    assert_eq!(agent.wait().unwrap().code(), Some(0), "{}", log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
