@@ -5,37 +5,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::engine::{Setup, inprocess_yaml};
+use support::engine::{Setup, inprocess_yaml, signal, spawn_agent, wait_for};
 use support::ftps_server::{self, ServerOptions};
-
-fn spawn_agent(s: &Setup, log: &str) -> Child {
-    let log = std::fs::File::create(s.path().join(log)).unwrap();
-    Command::new(support::ferry_bin())
-        .arg("--config")
-        .arg(s.path().join("ferry.yaml"))
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_large_upload_exits_0_within_grace_and_the_next_start_delivers_once() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferry::alert::Alerter;
 use ferry::transfer::{FileStatus, RunOptions, Trigger};
-use support::engine::{Setup, inprocess_yaml};
+use support::engine::{Setup, inprocess_yaml, signal, spawn_agent, wait_for};
 use support::faults::{Faults, Rule};
 use support::ftps_server::{self, ServerOptions, TestServer};
 use support::real_servers::{SmtpServer, available};
@@ -223,11 +223,10 @@ async fn smtp_down_does_not_slow_a_run_and_the_mail_goes_out_once_smtp_is_back()
     let msgs = smtp.wait_for(1, Duration::from_secs(20));
     assert_eq!(msgs.len(), 1, "sent once SMTP came back");
     // The server has the message before ferry records it as sent.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !engine.ledger.lock().unwrap().outbox().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the outbox keeps the sent mail");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the outbox to clear", Duration::from_secs(5), || {
+        engine.ledger.lock().unwrap().outbox().unwrap().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,14 +384,7 @@ async fn sighup_sends_later_failure_emails_through_the_new_smtp_server_to_the_ne
     s.job("acme-837-out", &watched("outbox"));
     std::fs::create_dir_all(s.local("outbox")).unwrap();
     let log_path = s.path().join("agent.log");
-    let mut agent = std::process::Command::new(support::ferry_bin())
-        .arg("--config")
-        .arg(s.path().join("ferry.yaml"))
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agent = spawn_agent(&s, "agent.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.drop_file("outbox/denied-1.837", b"ISA~");
@@ -412,13 +404,11 @@ async fn sighup_sends_later_failure_emails_through_the_new_smtp_server_to_the_ne
     .unwrap();
     s.job("payer-837-out", &watched("outbox2"));
     std::fs::create_dir_all(s.local("outbox2")).unwrap();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGHUP) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log().contains("configuration reloaded") {
-        assert!(Instant::now() < deadline, "no reload: {}", log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    signal(&agent, libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(10), || {
+        log().contains("configuration reloaded")
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.drop_file("outbox2/denied-2.837", b"ISA~");
     let after = new.wait_for(1, Duration::from_secs(15));
@@ -436,8 +426,7 @@ async fn sighup_sends_later_failure_emails_through_the_new_smtp_server_to_the_ne
         1,
         "nothing more through the old server"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    signal(&agent, libc::SIGTERM);
     assert_eq!(agent.wait().unwrap().code(), Some(0), "{}", log());
 }
 

@@ -189,3 +189,34 @@ pub fn inprocess_yaml(srv: &super::ftps_server::TestServer) -> String {
         srv.ca_file().display()
     )
 }
+
+/// Starts `ferry run` on this setup's configuration, its log in `log`.
+pub fn spawn_agent(s: &Setup, log: &str) -> std::process::Child {
+    let log = std::fs::File::create(s.path().join(log)).unwrap();
+    std::process::Command::new(super::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `sig` to a child process.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Polls `f` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
