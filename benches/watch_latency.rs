@@ -30,10 +30,12 @@ async fn main() {
     );
     std::fs::create_dir_all(s.local("outbox")).unwrap();
     let engine = Arc::new(s.engine());
+    let alerter = ferry::alert::Alerter::start(None, engine.ledger.clone());
     let agent = Agent::new(
         s.config(),
         Arc::new(EngineRunner {
             engine: engine.clone(),
+            alerter,
         }),
         Clock::system(),
         engine_has_work(engine),

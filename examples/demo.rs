@@ -205,11 +205,12 @@ async fn main() {
     let cfg = ferry::config::load(&config).unwrap();
     let engine = Engine::new(cfg.state_dir.clone(), Ledger::open(&cfg.state_dir).unwrap());
     let alerter = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
-    let engine = Arc::new(engine.with_alerter(alerter));
+    let engine = Arc::new(engine);
     let agent = Agent::new(
         cfg.clone(),
         Arc::new(EngineRunner {
             engine: engine.clone(),
+            alerter,
         }),
         Clock::system(),
         engine_has_work(engine.clone()),

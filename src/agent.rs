@@ -32,9 +32,11 @@ pub trait Runner: Send + Sync + 'static {
     fn reconfigure(&self, _cfg: &Config) {}
 }
 
-/// The production runner: the transfer engine.
+/// The production runner: the transfer engine, whose reports go to the alerter.
 pub struct EngineRunner {
     pub engine: Arc<crate::transfer::Engine>,
+    /// Failure, recovery and certificate emails; the engine knows nothing of them.
+    pub alerter: Arc<crate::alert::Alerter>,
 }
 
 #[async_trait::async_trait]
@@ -45,15 +47,17 @@ impl Runner for EngineRunner {
             stop: Some(stop),
             progress: None,
         };
-        if let Err(e) = self.engine.run_job(&job, trigger, opts).await {
-            warn!(job = %job.name, "run failed: {e:#}");
+        let report = self.engine.run_job(&job, trigger, opts).await;
+        if let Some(e) = &report.connection_error {
+            warn!(job = %job.name, "the job could not run: {e}");
         }
+        self.alerter
+            .after_run(&job, &report, &crate::transfer::next_run_text(&job));
     }
 
     fn reconfigure(&self, cfg: &Config) {
-        if let Some(alerter) = self.engine.alerter() {
-            alerter.reconfigure(cfg.mail.clone(), cfg.jobs.keys().cloned().collect());
-        }
+        self.alerter
+            .reconfigure(cfg.mail.clone(), cfg.jobs.keys().cloned().collect());
     }
 }
 

@@ -151,6 +151,11 @@ impl Alerter {
 
     /// Looks at one run's report and queues whatever email it calls for.
     pub fn after_run(&self, job: &Job, report: &RunReport, next_run: &str) {
+        if let Some(exp) = report.certificate_expiry
+            && exp - Utc::now() < chrono::Duration::days(30)
+        {
+            self.certificate_expiring(job, exp);
+        }
         if let Err(e) = self.decide(job, report, next_run) {
             error!(job = %job.name, "cannot record the alert: {e:#}");
         }
@@ -172,6 +177,32 @@ impl Alerter {
             .map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
         let mut to = mail.to.clone();
         to.extend(job.alert_to.iter().cloned());
+        let held: Vec<_> = report
+            .files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::Held { .. }))
+            .collect();
+        if !held.is_empty() {
+            let n = held.len();
+            let subject = format!(
+                "[ferry] HELD {}: {n} file{} need{} a decision",
+                job.name,
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" }
+            );
+            let body = held_body(job, &held);
+            let detail = held
+                .iter()
+                .enumerate()
+                .map(|(i, f)| shown_name(job, i, &f.name, f.sha256.as_deref()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.alert(&ledger, mail, &to, job, "held", &subject, &body, &detail)?;
+        } else if ledger.open_counts(&job.name)?.held == 0
+            && ledger.open_alert(&job.name, "held")?.is_some()
+        {
+            ledger.resolve_alert(&job.name, "held")?;
+        }
         if let Some(err) = &report.connection_error {
             let subject = format!(
                 "[ferry] FAILED {}: cannot reach {}",
@@ -400,6 +431,42 @@ fn shown_name(job: &Job, i: usize, name: &str, sha: Option<&str>) -> String {
     }
 }
 
+/// What an operator needs to decide about held files, and how to say it.
+fn held_body(job: &Job, held: &[&crate::transfer::FileOutcome]) -> String {
+    let mut b = String::new();
+    let srv = &job.server;
+    let _ = writeln!(b, "Job:         {}", job.name);
+    let _ = writeln!(b, "Server:      {} ({}:{})", srv.name, srv.host, srv.port);
+    let _ = writeln!(
+        b,
+        "\nferry cannot know whether the partner received these files, so it neither\nsends them again nor calls them delivered ({}):",
+        held.len()
+    );
+    for (i, f) in held.iter().enumerate() {
+        let shown = shown_name(job, i, &f.name, f.sha256.as_deref());
+        let _ = writeln!(
+            b,
+            "  {shown}  {} bytes  sha256 {}",
+            f.bytes,
+            f.sha256.as_deref().unwrap_or("not computed")
+        );
+        if let FileStatus::Held { reason } = &f.status {
+            let reason = if job.redact_file_names {
+                redact(reason, &f.name)
+            } else {
+                reason.clone()
+            };
+            let _ = writeln!(b, "    why: {reason}");
+        }
+    }
+    let _ = writeln!(
+        b,
+        "\nAsk the partner whether they have each file, then record the answer:\n  ferry confirm {job} FILE   they have it: record it delivered (and archive it)\n  ferry resend {job} FILE    they do not: send it again",
+        job = job.name
+    );
+    b
+}
+
 fn failure_body(
     job: &Job,
     report: &RunReport,
@@ -423,7 +490,7 @@ fn failure_body(
     if let Some(err) = conn {
         let _ = writeln!(
             b,
-            "\nferry could not reach the server, so no file moved:\n  {err}"
+            "\nferry could not run this job, so no file moved:\n  {err}"
         );
     }
     if !failed.is_empty() {

@@ -34,6 +34,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Record a held file as delivered: the partner confirmed they have it (audited).
+    Confirm {
+        #[arg(value_name = "JOB")]
+        job: String,
+        /// The file's name, as `ferry history` shows it.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Send a held file again: the partner does not have it (audited).
+    Resend {
+        #[arg(value_name = "JOB")]
+        job: String,
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
     /// Connect, negotiate TLS and log in; print what the server presents.
     Ping {
         /// A server name from ferry.yaml.

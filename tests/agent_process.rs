@@ -30,15 +30,16 @@ async fn sigterm_during_a_large_upload_exits_0_within_grace_and_the_next_start_d
     let want = Sha256::digest(&data);
     s.drop_file("outbox/big.837", &data);
     drop(data);
-    let part = srv.root().join("inbound/big.837.part");
+    let inbound = srv.root().join("inbound");
+    let part_len = || support::temp_len(&inbound, "big.837");
     let fin = srv.root().join("inbound/big.837");
 
     let mut agent = spawn_agent(&s, "agent1.log");
     wait_for("the upload to start", Duration::from_secs(30), || {
-        std::fs::metadata(&part).is_ok_and(|m| m.len() > 4 * 1024 * 1024)
+        part_len() > 4 * 1024 * 1024
     })
     .await;
-    let sent_at_term = std::fs::metadata(&part).unwrap().len();
+    let sent_at_term = part_len();
     let t = Instant::now();
     signal(&agent, libc::SIGTERM);
     let status = loop {

@@ -25,10 +25,12 @@ struct Running {
 fn start_agent(s: &Setup) -> Running {
     let cfg = s.config();
     let engine = Arc::new(s.engine());
+    let alerter = ferry::alert::Alerter::start(cfg.mail.clone(), engine.ledger.clone());
     let agent = Agent::new(
         cfg,
         Arc::new(EngineRunner {
             engine: engine.clone(),
+            alerter,
         }),
         Clock::system(),
         engine_has_work(engine),

@@ -45,23 +45,42 @@ async fn failing_setup(mail: &str) -> (TestServer, Setup) {
     (srv, s)
 }
 
-async fn engine_with_mail(s: &Setup) -> ferry::transfer::Engine {
+/// The engine and the alerter its reports go to, as `ferry once` and the agent wire them.
+struct Mailing {
+    engine: ferry::transfer::Engine,
+    alerter: std::sync::Arc<Alerter>,
+}
+
+impl std::ops::Deref for Mailing {
+    type Target = ferry::transfer::Engine;
+    fn deref(&self) -> &Self::Target {
+        &self.engine
+    }
+}
+
+impl Mailing {
+    fn alerter(&self) -> Option<&std::sync::Arc<Alerter>> {
+        Some(&self.alerter)
+    }
+}
+
+async fn engine_with_mail(s: &Setup) -> Mailing {
     let cfg = s.config();
     let engine = s.engine();
     let alerter = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
-    engine.with_alerter(alerter)
+    Mailing { engine, alerter }
 }
 
-async fn run(engine: &ferry::transfer::Engine, s: &Setup) -> ferry::transfer::RunReport {
+async fn run(m: &Mailing, s: &Setup) -> ferry::transfer::RunReport {
     let cfg = s.config();
-    engine
-        .run_job(
-            &cfg.jobs["acme-837-out"],
-            Trigger::Once,
-            RunOptions::default(),
-        )
-        .await
-        .unwrap()
+    let job = &cfg.jobs["acme-837-out"];
+    let report = m
+        .engine
+        .run_job(job, Trigger::Once, RunOptions::default())
+        .await;
+    m.alerter
+        .after_run(job, &report, &ferry::transfer::next_run_text(job));
+    report
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> &'a str {

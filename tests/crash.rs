@@ -30,7 +30,8 @@ async fn sigkill_mid_upload_then_rerun_delivers_exactly_once_and_archives_once()
     let want = Sha256::digest(&data);
     s.drop_file("outbox/big.837", &data);
     drop(data);
-    let part = srv.root().join("inbound/big.837.part");
+    let inbound = srv.root().join("inbound");
+    let part_len = || support::temp_len(&inbound, "big.837");
     let fin = srv.root().join("inbound/big.837");
 
     // Run 1: killed once a few MB are on the server.
@@ -41,7 +42,7 @@ async fn sigkill_mid_upload_then_rerun_delivers_exactly_once_and_archives_once()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let sent = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let sent = part_len();
         if sent > 8 * 1024 * 1024 {
             break;
         }
@@ -56,7 +57,7 @@ async fn sigkill_mid_upload_then_rerun_delivers_exactly_once_and_archives_once()
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await; // let the server notice the cut
-    let partial = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let partial = part_len();
     assert!(
         !fin.exists(),
         "nothing under the final name after the crash"

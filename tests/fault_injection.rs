@@ -255,7 +255,10 @@ async fn permission_denied_on_the_server_fails_only_that_file() {
     let r = run(&engine, &cfg, "out").await;
     let denied = r.files.iter().find(|f| f.name == "secret.837").unwrap();
     match &denied.status {
-        FileStatus::Failed { error } => assert!(error.contains("permission denied"), "{error}"),
+        FileStatus::Failed { error } => assert!(
+            error.to_ascii_lowercase().contains("permission denied"),
+            "{error}"
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(

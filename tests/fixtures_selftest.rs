@@ -19,20 +19,13 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn config(srv: &TestServer, port: u16) -> Server {
     Server {
-        name: "selftest".into(),
-        host: "127.0.0.1".into(),
-        port,
         tls: TlsMode::Explicit,
         user: srv.user.clone(),
         password: Some(Secret::new(srv.password.clone())),
         ca_file: Some(srv.ca_file().to_path_buf()),
-        pin_sha256: None,
-        client_cert: None,
-        client_key: None,
-        tls_versions: None,
-        passive_nat_workaround: false,
         timeout: Duration::from_secs(10),
         max_connections: 2,
+        ..Server::new("selftest", "127.0.0.1", port)
     }
 }
 
@@ -327,7 +320,8 @@ async fn denied_write_is_permission_denied_and_creates_nothing() {
         .upload("/inbound/a.837.part", 0, &mut &data[..])
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // 550 is "file unavailable" by its code (RFC 959), whatever the text says.
+    assert_eq!(e.kind(), ErrorKind::FileUnavailable, "{e}");
     assert!(e.to_string().contains("Permission denied"), "{e}");
     assert!(!srv.root().join("inbound/a.837.part").exists());
     // The session is still usable, and the `once` rule is spent.
@@ -353,8 +347,7 @@ async fn refused_rename_is_server_error_553_and_denied_delete_is_permission_deni
         .await
         .unwrap();
     let e = s.rename("/a.837.part", "/a.837").await.unwrap_err();
-    // The reply is `553 File name not allowed`. ferry files it under
-    // PermissionDenied today ("not allowed"); either reading proves the fixture.
+    // The reply is `553 File name not allowed`: PermissionDenied by its code.
     assert!(
         matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::Server),
         "{e:?}"
@@ -362,7 +355,8 @@ async fn refused_rename_is_server_error_553_and_denied_delete_is_permission_deni
     let msg = e.to_string();
     assert!(msg.contains("553 File name not allowed"), "{msg}");
     let e = s.delete("/a.837.part").await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // 550 is "file unavailable" by its code (RFC 959), whatever the text says.
+    assert_eq!(e.kind(), ErrorKind::FileUnavailable, "{e}");
     assert!(e.to_string().contains("Permission denied"), "{e}");
     s.close().await;
     assert!(srv.root().join("a.837.part").exists());
@@ -399,7 +393,7 @@ async fn a_file_that_vanishes_after_listing_is_not_found_on_download() {
         .download("/outbound/r.835", 0, &mut got)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(e.kind(), ErrorKind::FileUnavailable, "{e}");
     assert!(e.to_string().contains("File not found"), "{e}");
     assert!(got.is_empty());
     // The session survives a 550.
@@ -419,7 +413,7 @@ async fn faults_can_be_changed_while_the_server_runs() {
     });
     assert_eq!(
         s.delete("/x.837").await.unwrap_err().kind(),
-        ErrorKind::PermissionDenied
+        ErrorKind::FileUnavailable
     );
     srv.set_faults(Faults::default());
     s.delete("/x.837").await.unwrap();

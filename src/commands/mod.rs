@@ -3,6 +3,7 @@
 
 mod check;
 mod once;
+mod operator;
 mod ping;
 mod report;
 mod run;
@@ -49,6 +50,16 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let _lock = StateLock::acquire(&cfg.state_dir, "once")?;
             once::once(&cfg, &jobs, force, out)
         }
+        Command::Confirm { job, file } => {
+            let cfg = load(&path)?;
+            known_jobs(&cfg, std::slice::from_ref(&job))?;
+            operator::confirm(&cfg, &job, &file, out)
+        }
+        Command::Resend { job, file } => {
+            let cfg = load(&path)?;
+            known_jobs(&cfg, std::slice::from_ref(&job))?;
+            operator::resend(&cfg, &job, &file, out)
+        }
         Command::Ping { server } => {
             let cfg = load(&path)?;
             if !cfg.servers.contains_key(&server) {
@@ -58,7 +69,11 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 ))
                 .into());
             }
-            ping::ping(cfg.servers[&server].clone(), out)
+            let quirks = match crate::ledger::Ledger::open_existing(&cfg.state_dir)? {
+                Some(l) => l.quirks(&server)?,
+                None => Vec::new(),
+            };
+            ping::ping(cfg.servers[&server].clone(), quirks, out)
         }
         Command::Status { json } => {
             let cfg = load(&path)?;

@@ -28,7 +28,6 @@ pub fn once(
         .context("starting the async runtime")?;
     let engine = Engine::new(cfg.state_dir.clone(), ledger);
     let alerter = rt.block_on(async { Alerter::start(cfg.mail.clone(), engine.ledger.clone()) });
-    let engine = engine.with_alerter(alerter.clone());
     // Progress bars only for a person at a terminal.
     let bars = std::io::stdout().is_terminal().then(Bars::default);
     let mut any_failed = false;
@@ -42,8 +41,10 @@ pub fn once(
                 stop: None,
                 progress: bars.as_ref().map(|b| b.progress()),
             },
-        ))?;
-        any_failed |= report.failed() > 0;
+        ));
+        alerter.after_run(job, &report, &crate::transfer::next_run_text(job));
+        // A job that could not run (connect, login, listing) fails like a file.
+        any_failed |= report.failed() > 0 || report.connection_error.is_some();
         write_all(out, &render(&report, &job.server.name))?;
         out.flush().ok();
     }
@@ -91,6 +92,14 @@ fn render(r: &RunReport, server: &str) -> String {
                 ),
             ),
             FileStatus::NotReady => ("waiting", f.note.clone().unwrap_or_default()),
+            FileStatus::Held { reason } => (
+                "HELD",
+                format!(
+                    "{reason}; decide with: ferry confirm {job} {name} (the partner has it) or ferry resend {job} {name}",
+                    job = r.job,
+                    name = f.name
+                ),
+            ),
             FileStatus::AlreadyDelivered { .. } => {
                 skipped += 1;
                 continue;
@@ -128,6 +137,9 @@ fn render(r: &RunReport, server: &str) -> String {
     );
     if waiting > 0 {
         let _ = write!(s, ", {waiting} waiting");
+    }
+    if r.held() > 0 {
+        let _ = write!(s, ", {} held", r.held());
     }
     if skipped > 0 {
         let _ = write!(s, ", {skipped} already delivered earlier (not sent again)");

@@ -26,14 +26,20 @@ pub struct PingFailed {
     pub source: TransportError,
 }
 
-pub fn ping(server: Arc<Server>, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+/// `quirks`: what the ledger remembers of this server (`(quirk, value, reply)`).
+pub fn ping(
+    server: Arc<Server>,
+    quirks: Vec<(String, u64, Option<String>)>,
+    out: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let report = rt.block_on(probe(server.clone()));
     match report {
-        Ok(text) => {
+        Ok(mut text) => {
+            text.push_str(&describe_quirks(&quirks));
             write_all(out, &text)?;
             Ok(Outcome::Success)
         }
@@ -119,6 +125,21 @@ async fn probe(server: Arc<Server>) -> Result<String, TransportError> {
     );
     let _ = writeln!(s, "features     {}", caps.feat.join(", "));
     Ok(s)
+}
+
+/// The quirks ferry met on earlier runs, as the ledger remembers them.
+fn describe_quirks(rows: &[(String, u64, Option<String>)]) -> String {
+    let q = crate::transport::Quirks::from_rows(rows);
+    let lines = q.describe();
+    if lines.is_empty() {
+        return "quirks       none met so far\n".to_string();
+    }
+    let mut s = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let label = if i == 0 { "quirks" } else { "" };
+        let _ = writeln!(s, "{label:<12} {l}");
+    }
+    s
 }
 
 fn describe_certificate(s: &mut String, der: &[u8]) {

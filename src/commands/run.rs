@@ -41,12 +41,12 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
         a.start_digest(cfg.jobs.keys().cloned().collect());
         a
     });
-    let engine = Arc::new(engine.with_alerter(alerter));
+    let engine = Arc::new(engine);
     let has_work = engine_has_work(engine.clone());
     rt.block_on(async move {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         spawn_signals(path.to_path_buf(), ctl_tx)?;
-        let runner = Arc::new(EngineRunner { engine });
+        let runner = Arc::new(EngineRunner { engine, alerter });
         let agent = Agent::new(cfg, runner, Clock::system(), has_work);
         agent.run(ctl_rx, last_runs).await;
         info!("ferry stopped");

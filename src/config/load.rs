@@ -698,6 +698,7 @@ impl Cx<'_> {
             client_key,
             tls_versions,
             passive_nat_workaround: s.passive_nat_workaround.as_ref().is_some_and(|v| v.value),
+            consumes: s.consumes.as_ref().is_some_and(|v| v.value),
             timeout: timeout?,
             max_connections,
         })
@@ -932,9 +933,30 @@ impl Cx<'_> {
                     }
                     (false, _, _) => None,
                 };
+                let temp_suffix = match &j.temp_suffix {
+                    None => ".part".to_string(),
+                    Some(v) => {
+                        let x = &v.value;
+                        let fine = x.len() >= 2
+                            && x.len() <= 16
+                            && x.starts_with('.')
+                            && x[1..]
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                        if !fine {
+                            self.err(
+                                &v.referenced,
+                                format!("temp_suffix '{x}' is not a file-name ending, expected a dot and 1 to 15 letters, digits, '.', '_' or '-' (like \".part\")"),
+                            );
+                            ok = false;
+                        }
+                        x.clone()
+                    }
+                };
                 Flow::Push {
                     watch,
                     upload: j.upload.as_ref().map_or(Upload::TempRename, |u| u.value),
+                    temp_suffix,
                     after: j
                         .after_push
                         .as_ref()
@@ -955,6 +977,7 @@ impl Cx<'_> {
                     ),
                     ("after_push", j.after_push.as_ref().map(|v| v.referenced)),
                     ("upload", j.upload.as_ref().map(|v| v.referenced)),
+                    ("temp_suffix", j.temp_suffix.as_ref().map(|v| v.referenced)),
                 ] {
                     if let Some(loc) = loc {
                         self.err(&loc, push_only(key));

@@ -72,6 +72,7 @@ pub struct Server {
     pub passive_nat_workaround: Option<At<bool>>,
     pub timeout: Option<At<String>>,
     pub max_connections: Option<At<u32>>,
+    pub consumes: Option<At<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -128,6 +129,7 @@ pub struct JobFile {
     pub stable_for: Option<At<String>>,
     pub verify: Option<At<Verify>>,
     pub upload: Option<At<Upload>>,
+    pub temp_suffix: Option<At<String>>,
     pub retry: Option<Retry>,
     pub after_push: Option<At<AfterPush>>,
     pub after_pull: Option<At<String>>,

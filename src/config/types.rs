@@ -130,6 +130,35 @@ pub struct Server {
     pub timeout: Duration,
     /// Concurrent sessions to this server, across all jobs.
     pub max_connections: u32,
+    /// The inbox takes each file away as soon as it is complete (a
+    /// clearinghouse's write-once inbox): a complete upload is the proof of
+    /// delivery, and absence afterwards means delivered.
+    pub consumes: bool,
+}
+
+impl Server {
+    /// A server with every optional setting at its default: explicit TLS,
+    /// system trust roots, 30 s steps, 2 sessions. Tests and tools start from
+    /// this and set what they need, so a new setting never breaks them.
+    pub fn new(name: &str, host: &str, port: u16) -> Server {
+        Server {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+            tls: TlsMode::Explicit,
+            user: "anonymous".to_string(),
+            password: None,
+            ca_file: None,
+            pin_sha256: None,
+            client_cert: None,
+            client_key: None,
+            tls_versions: None,
+            passive_nat_workaround: false,
+            timeout: Duration::from_secs(30),
+            max_connections: 2,
+            consumes: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +208,8 @@ pub enum Flow {
         /// `None` unless `watch: true`.
         watch: Option<Watch>,
         upload: Upload,
+        /// Ends every temp name on the server (`.part` by default).
+        temp_suffix: String,
         after: AfterPush,
     },
     Pull {

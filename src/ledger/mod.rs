@@ -1,6 +1,7 @@
 //! The SQLite ledger: every record of runs, files and events. All SQL lives
 //! in this module; the rest of ferry speaks in the types below.
 
+mod journey;
 mod lock;
 mod schema;
 
@@ -32,76 +33,7 @@ pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a file is in its journey. Each step is written before the next action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileState {
-    Seen,
-    Sending,
-    /// The whole file is on the server (under its temp name for temp_rename).
-    Sent,
-    Renamed,
-    Verified,
-    /// After-action done: the end of the journey.
-    Done,
-    Failed,
-}
-
-impl FileState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileState::Seen => "seen",
-            FileState::Sending => "sending",
-            FileState::Sent => "sent",
-            FileState::Renamed => "renamed",
-            FileState::Verified => "verified",
-            FileState::Done => "done",
-            FileState::Failed => "failed",
-        }
-    }
-
-    /// The operator's view of the state, as `history` prints it.
-    pub fn status(self) -> Status {
-        match self {
-            FileState::Verified | FileState::Done => Status::Delivered,
-            FileState::Failed => Status::Failed,
-            _ => Status::Pending,
-        }
-    }
-}
-
-impl FromStr for FileState {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        Ok(match s {
-            "seen" => FileState::Seen,
-            "sending" => FileState::Sending,
-            "sent" => FileState::Sent,
-            "renamed" => FileState::Renamed,
-            "verified" => FileState::Verified,
-            "done" => FileState::Done,
-            "failed" => FileState::Failed,
-            _ => bail!("unknown file state '{s}' in the ledger"),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Delivered,
-    Failed,
-    Pending,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Delivered => "delivered",
-            Status::Failed => "failed",
-            Status::Pending => "pending",
-        })
-    }
-}
+pub use journey::{FileState, Intent, Status};
 
 /// The strongest check that passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -146,6 +78,41 @@ pub struct NewFile<'a> {
     pub remote_path: &'a str,
     pub local_path: Option<&'a Path>,
     pub run_id: Option<i64>,
+}
+
+/// One step of a file's journey, for [`Ledger::step`]. `None` leaves a
+/// column as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub state: FileState,
+    pub verified: Option<Verified>,
+    pub error: Option<&'a str>,
+    pub intent: Option<Option<Intent>>,
+    pub temp_path: Option<Option<&'a str>>,
+    pub remote_before: Option<Option<&'a str>>,
+    pub resend: Option<bool>,
+    pub sha256: Option<&'a str>,
+    /// The event's kind when it is not the state's name (`confirmed`, `resend`).
+    pub event: Option<&'a str>,
+    /// The event's detail when it is not the error.
+    pub note: Option<&'a str>,
+}
+
+impl Default for Step<'_> {
+    fn default() -> Self {
+        Step {
+            state: FileState::Seen,
+            verified: None,
+            error: None,
+            intent: None,
+            temp_path: None,
+            remote_before: None,
+            resend: None,
+            sha256: None,
+            event: None,
+            note: None,
+        }
+    }
 }
 
 /// One transfer as `history` shows it; the JSON shape is SPEC's contract.
@@ -198,12 +165,22 @@ pub struct FileRow {
     pub verified: Verified,
     pub last_error: Option<String>,
     pub finished_at: Option<String>,
+    /// The remote side effect ferry recorded before it acted (see [`Intent`]).
+    pub intent: Option<Intent>,
+    /// This delivery's own temp name on the server (temp_rename).
+    pub temp_path: Option<String>,
+    /// What the server listed at the final name before a direct upload:
+    /// `absent`, or `<size> <mtime or ->`.
+    pub remote_before: Option<String>,
+    /// An operator asked for this file to be sent again (`ferry resend`).
+    pub resend: bool,
 }
 
 const FILE_COLUMNS: &str = "id, job, direction, name, size, mtime, sha256, remote_path, local_path,
-                            state, attempts, verified, last_error, finished_at";
+                            state, attempts, verified, last_error, finished_at,
+                            intent, temp_path, remote_before, resend";
 
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRow, String, String)> {
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRow, String, String, Option<String>)> {
     Ok((
         FileRow {
             id: r.get(0)?,
@@ -220,9 +197,14 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRow, String, String)
             verified: Verified::None,
             last_error: r.get(12)?,
             finished_at: r.get(13)?,
+            intent: None,
+            temp_path: r.get(15)?,
+            remote_before: r.get(16)?,
+            resend: r.get(17)?,
         },
         r.get(9)?,
         r.get(11)?,
+        r.get(14)?,
     ))
 }
 
@@ -264,6 +246,8 @@ pub struct OutboxMail {
 pub struct OpenCounts {
     pub pending: u64,
     pub failed: u64,
+    /// Waiting for an operator's `ferry confirm` or `ferry resend`.
+    pub held: u64,
 }
 
 pub fn now() -> String {
@@ -358,12 +342,27 @@ impl Ledger {
                 self.path.display()
             );
         }
+        // A migration may rebuild a table other tables refer to; foreign keys
+        // are checked once all steps are done (the pragma is a no-op inside a transaction).
+        self.conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
         for version in current..target.min(SCHEMA_VERSION) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(schema::MIGRATIONS[version as usize])
                 .with_context(|| format!("migrating the ledger to version {}", version + 1))?;
             tx.pragma_update(None, "user_version", version + 1)?;
             tx.commit()?;
+        }
+        self.conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+        let broken: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?;
+        if broken > 0 {
+            bail!(
+                "the ledger {} has {broken} broken references after migrating",
+                self.path.display()
+            );
         }
         Ok(())
     }
@@ -448,14 +447,52 @@ impl Ledger {
         verified: Option<Verified>,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
+        self.step(
+            file_id,
+            &Step {
+                state,
+                verified,
+                error,
+                ..Step::default()
+            },
+        )
+    }
+
+    /// Records one step of a file's journey in one transaction: the new
+    /// state (refused unless [`FileState::may_become`] allows it), what goes
+    /// with it (intent, temp name, verification), and its event.
+    pub fn step(&self, file_id: i64, step: &Step<'_>) -> anyhow::Result<()> {
         let t = now();
+        let state = step.state;
         let finished = matches!(
             state,
-            FileState::Done | FileState::Failed | FileState::Verified
+            FileState::Done | FileState::Failed | FileState::Verified | FileState::Held
         );
         // The state and its event commit together: one fsync per step, not two.
         let tx = self.conn.unchecked_transaction()?;
-        let n = tx.execute(
+        let from: String = tx
+            .query_row("SELECT state FROM files WHERE id = ?1", [file_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .with_context(|| format!("no file with id {file_id} in the ledger"))?;
+        let from: FileState = from.parse()?;
+        if !from.may_become(state) {
+            bail!("file {file_id}: a file that is {from} cannot become {state}");
+        }
+        let (set_intent, intent) = match step.intent {
+            Some(i) => (true, i.map(Intent::as_str)),
+            None => (false, None),
+        };
+        let (set_temp, temp) = match step.temp_path {
+            Some(p) => (true, p),
+            None => (false, None),
+        };
+        let (set_before, before) = match step.remote_before {
+            Some(b) => (true, b),
+            None => (false, None),
+        };
+        tx.execute(
             "UPDATE files SET state = ?2,
                               verified = COALESCE(?3, verified),
                               last_error = ?4,
@@ -463,27 +500,64 @@ impl Ledger {
                               started_at = CASE WHEN ?2 = 'sending' AND started_at IS NULL
                                                 THEN ?5 ELSE started_at END,
                               attempts = attempts + CASE WHEN ?2 = 'sending' THEN 1 ELSE 0 END,
-                              finished_at = CASE WHEN ?6 THEN ?5 ELSE NULL END
+                              finished_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
+                              intent = CASE WHEN ?7 THEN ?8 ELSE intent END,
+                              temp_path = CASE WHEN ?9 THEN ?10 ELSE temp_path END,
+                              remote_before = CASE WHEN ?11 THEN ?12 ELSE remote_before END,
+                              resend = COALESCE(?13, resend),
+                              sha256 = COALESCE(?14, sha256)
              WHERE id = ?1",
             params![
                 file_id,
                 state.as_str(),
-                verified.map(Verified::as_str),
-                error,
+                step.verified.map(Verified::as_str),
+                step.error,
                 t,
-                finished
+                finished,
+                set_intent,
+                intent,
+                set_temp,
+                temp,
+                set_before,
+                before,
+                step.resend,
+                step.sha256,
             ],
         )?;
-        if n != 1 {
-            bail!("no file with id {file_id} in the ledger");
-        }
+        let detail = step.note.or(step.error);
         // The event takes the job from the row itself: one statement, no read back.
         tx.execute(
             "INSERT INTO events (at, job, run_id, file_id, kind, detail)
              SELECT ?2, job, NULL, id, ?3, ?4 FROM files WHERE id = ?1",
-            params![file_id, t, state.as_str(), error],
+            params![file_id, t, step.event.unwrap_or(state.as_str()), detail],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// A server's quirks, as remembered: `(quirk, value, detail)`.
+    pub fn quirks(&self, server: &str) -> anyhow::Result<Vec<(String, u64, Option<String>)>> {
+        let mut st = self.conn.prepare(
+            "SELECT quirk, value, detail FROM server_quirks WHERE server = ?1 ORDER BY quirk",
+        )?;
+        let rows = st.query_map([server], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Remembers (or updates) one quirk of a server.
+    pub fn remember_quirk(
+        &self,
+        server: &str,
+        quirk: &str,
+        value: u64,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO server_quirks (server, quirk, value, detail, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (server, quirk) DO UPDATE SET value = ?3, detail = ?4, last_seen = ?5",
+            params![server, quirk, value, detail, now()],
+        )?;
         Ok(())
     }
 
@@ -584,14 +658,19 @@ impl Ledger {
 
     /// How many of a job's files are still on their way, and how many failed.
     pub fn open_counts(&self, job: &str) -> anyhow::Result<OpenCounts> {
-        let (pending, failed) = self.conn.query_row(
-            "SELECT COALESCE(SUM(state NOT IN ('verified', 'done', 'failed')), 0),
-                    COALESCE(SUM(state = 'failed'), 0)
+        let (pending, failed, held) = self.conn.query_row(
+            "SELECT COALESCE(SUM(state NOT IN ('verified', 'renamed', 'done', 'failed', 'held')), 0),
+                    COALESCE(SUM(state = 'failed'), 0),
+                    COALESCE(SUM(state = 'held'), 0)
              FROM files WHERE job = ?1",
             [job],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        Ok(OpenCounts { pending, failed })
+        Ok(OpenCounts {
+            pending,
+            failed,
+            held,
+        })
     }
 
     fn file_rows(
@@ -605,9 +684,10 @@ impl Ledger {
         let rows = st.query_map(args, file_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let (mut f, state, verified) = row?;
+            let (mut f, state, verified, intent) = row?;
             f.state = state.parse()?;
             f.verified = verified.parse()?;
+            f.intent = intent.map(|i| i.parse()).transpose()?;
             out.push(f);
         }
         Ok(out)
@@ -624,7 +704,7 @@ impl Ledger {
     /// them again (still in the outbound folder, still on the server).
     pub fn unfinished(&self, job: &str, direction: &str) -> anyhow::Result<Vec<FileRow>> {
         self.file_rows(
-            "job = ?1 AND direction = ?2 AND state NOT IN ('done', 'failed')",
+            "job = ?1 AND direction = ?2 AND state NOT IN ('done', 'failed', 'held')",
             &[&job, &direction],
         )
     }
@@ -658,6 +738,22 @@ impl Ledger {
             "job = ?1 AND direction = ?2 AND name = ?3 AND size = ?4 AND state IN ('verified', 'done')",
             &[&job, &direction, &name, &size],
         )
+    }
+
+    /// The newest held record of `name` in `job`.
+    pub fn held_file(&self, job: &str, name: &str) -> anyhow::Result<Option<FileRow>> {
+        Ok(self
+            .file_rows("job = ?1 AND name = ?2 AND state = 'held'", &[&job, &name])?
+            .pop())
+    }
+
+    /// Names of a job's held files.
+    pub fn held_names(&self, job: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .file_rows("job = ?1 AND state = 'held'", &[&job])?
+            .into_iter()
+            .map(|r| r.name)
+            .collect())
     }
 
     pub fn set_sha256(&self, file_id: i64, sha256: &str) -> anyhow::Result<()> {
@@ -752,7 +848,7 @@ impl Ledger {
         let open: Vec<Alert> = self
             .open_alerts(job)?
             .into_iter()
-            .filter(|a| !a.cause.starts_with("certificate"))
+            .filter(|a| !a.cause.starts_with("certificate") && a.cause != "held")
             .collect();
         let t = now();
         for a in &open {
@@ -762,6 +858,15 @@ impl Ledger {
             )?;
         }
         Ok(open)
+    }
+
+    /// Closes the open alert of `job` for `cause`.
+    pub fn resolve_alert(&self, job: &str, cause: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE alerts SET resolved_at = ?3 WHERE job = ?1 AND cause = ?2 AND resolved_at IS NULL",
+            params![job, cause, now()],
+        )?;
+        Ok(())
     }
 
     pub fn queue_mail(

@@ -79,4 +79,59 @@ pub const MIGRATIONS: &[&str] = &[
         last_error    TEXT
     );
     "#,
+    // 3: the recovery rule. `state` gains `renaming` and `held`; `intent`
+    // and `temp_path` say which remote side effect of ferry's own may have
+    // happened (written before the command is sent); `remote_before` is what
+    // the server listed at the final name before a direct upload; `resend`
+    // is an operator's `ferry resend`. Server quirks are remembered once met.
+    // SQLite cannot change a CHECK constraint, so `files` is rebuilt.
+    r#"
+    CREATE TABLE files_v3 (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        direction     TEXT NOT NULL CHECK (direction IN ('push', 'pull')),
+        name          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        mtime         TEXT,
+        sha256        TEXT,
+        remote_path   TEXT NOT NULL,
+        local_path    TEXT,
+        state         TEXT NOT NULL CHECK (state IN
+                        ('seen', 'sending', 'sent', 'renaming', 'renamed', 'verified', 'done',
+                         'failed', 'held')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        verified      TEXT NOT NULL DEFAULT 'none' CHECK (verified IN ('hash', 'size', 'none')),
+        last_error    TEXT,
+        run_id        INTEGER REFERENCES runs (id),
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        started_at    TEXT,
+        finished_at   TEXT,
+        intent        TEXT CHECK (intent IN ('upload', 'rename')),
+        temp_path     TEXT,
+        remote_before TEXT,
+        resend        INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO files_v3 (id, job, direction, name, size, mtime, sha256, remote_path, local_path,
+                          state, attempts, verified, last_error, run_id, created_at, updated_at,
+                          started_at, finished_at)
+        SELECT id, job, direction, name, size, mtime, sha256, remote_path, local_path,
+               state, attempts, verified, last_error, run_id, created_at, updated_at,
+               started_at, finished_at FROM files;
+    DROP TABLE files;
+    ALTER TABLE files_v3 RENAME TO files;
+    CREATE INDEX files_by_job ON files (job, name);
+    CREATE INDEX files_by_state ON files (state);
+    CREATE INDEX files_by_time ON files (created_at);
+
+    CREATE TABLE server_quirks (
+        server        TEXT NOT NULL,
+        quirk         TEXT NOT NULL,             -- rest_refused | size_refused | hash_refused_from | max_sessions
+        value         INTEGER NOT NULL DEFAULT 1,
+        detail        TEXT,                      -- the reply that showed it
+        first_seen    TEXT NOT NULL,
+        last_seen     TEXT NOT NULL,
+        PRIMARY KEY (server, quirk)
+    );
+    "#,
 ];

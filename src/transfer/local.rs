@@ -20,6 +20,9 @@ pub struct LocalFile {
     pub path: PathBuf,
     pub size: u64,
     pub mtime: DateTime<Utc>,
+    /// The inode, so a same-size, same-mtime replacement is still seen as
+    /// another file; 0 when unknown (a record read back from the ledger).
+    pub ino: u64,
 }
 
 impl LocalFile {
@@ -33,6 +36,7 @@ impl LocalFile {
             path: path.to_path_buf(),
             size: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into(),
+            ino: std::os::unix::fs::MetadataExt::ino(&meta),
         })
     }
 
@@ -45,8 +49,11 @@ impl LocalFile {
     /// precision the ledger keeps (milliseconds), so a record read back from
     /// the ledger compares equal to the file it describes.
     pub fn unchanged(&self) -> bool {
-        LocalFile::stat(&self.path)
-            .is_ok_and(|now| now.size == self.size && now.mtime_key() == self.mtime_key())
+        LocalFile::stat(&self.path).is_ok_and(|now| {
+            now.size == self.size
+                && now.mtime_key() == self.mtime_key()
+                && (self.ino == 0 || now.ino == self.ino)
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 //! server actually has, so a crash never loses, halves or doubles a file.
 
 pub mod local;
+pub mod operator;
 mod pull;
 mod push;
 
@@ -22,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::{Direction, Job, RetryPolicy, Server};
 use crate::ledger::{FileState, Ledger, Verified};
-use crate::transport::{self, ErrorKind, Remote, TransportError};
+use crate::transport::{self, ErrorKind, Quirks, Remote, TransportError};
 
 /// Below this many files per session, a run uses a single session.
 const FILES_PER_SESSION: usize = 10;
@@ -42,8 +43,11 @@ pub struct Engine {
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// How sessions are opened: the FTPS transport, or a test's wrapper around it.
     connector: ConnectFn,
-    /// Failure emails; none in tests that do not ask for them.
-    alerts: Option<Arc<crate::alert::Alerter>>,
+    /// Sessions open (or opening) per server right now, across jobs: a
+    /// refused login while another is open is the server's session limit.
+    open_sessions: Mutex<HashMap<String, usize>>,
+    /// The newest certificate expiry seen per server, for the run report.
+    cert_expiry: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Why a run was started, as the ledger records it.
@@ -101,6 +105,11 @@ pub enum FileStatus {
     Failed {
         error: String,
     },
+    /// ferry cannot know whether the partner got it: it waits for
+    /// `ferry confirm` or `ferry resend`.
+    Held {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,9 +147,12 @@ pub struct RunReport {
     pub job: String,
     pub direction: Direction,
     pub files: Vec<FileOutcome>,
-    /// Set when the server could not be reached at all: every file failed with it.
+    /// Set when the job could not run: the server could not be reached, the
+    /// login or the listing failed, or the run itself failed (the ledger).
     pub connection_error: Option<String>,
     pub duration: Duration,
+    /// When the server's certificate expires, as this run saw it.
+    pub certificate_expiry: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RunReport {
@@ -155,7 +167,15 @@ impl RunReport {
             files,
             connection_error,
             duration: Duration::ZERO,
+            certificate_expiry: None,
         }
+    }
+
+    pub fn held(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::Held { .. }))
+            .count()
     }
 
     pub fn failed(&self) -> usize {
@@ -192,13 +212,17 @@ pub(crate) enum Failure {
     Mismatch(String),
     /// No attempt can succeed (verify: hash on a server without hash, remote file gone).
     Permanent(String),
+    /// ferry cannot know whether the partner has the file: hold it for an operator.
+    Hold(String),
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Transport(e) => write!(f, "{e}"),
-            Failure::Retry(s) | Failure::Mismatch(s) | Failure::Permanent(s) => f.write_str(s),
+            Failure::Retry(s) | Failure::Mismatch(s) | Failure::Permanent(s) | Failure::Hold(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
@@ -259,18 +283,9 @@ impl Engine {
             ledger: Arc::new(Mutex::new(ledger)),
             limits: Mutex::new(HashMap::new()),
             connector: Arc::new(|server| Box::pin(transport::connect(server))),
-            alerts: None,
+            open_sessions: Mutex::new(HashMap::new()),
+            cert_expiry: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Sends failure, recovery and certificate emails through `alerts`.
-    pub fn with_alerter(mut self, alerts: Arc<crate::alert::Alerter>) -> Engine {
-        self.alerts = Some(alerts);
-        self
-    }
-
-    pub fn alerter(&self) -> Option<&Arc<crate::alert::Alerter>> {
-        self.alerts.as_ref()
     }
 
     /// Replaces how sessions are opened (fault-injection tests wrap the real one).
@@ -291,7 +306,7 @@ impl Engine {
         f(&guard)
     }
 
-    fn limit(&self, server: &Server) -> Arc<Semaphore> {
+    pub(crate) fn limit(&self, server: &Server) -> Arc<Semaphore> {
         let mut limits = self.limits.lock().expect("limits lock");
         limits
             .entry(server.name.clone())
@@ -299,39 +314,90 @@ impl Engine {
             .clone()
     }
 
+    /// What the ledger remembers of a server's refusals.
+    pub(crate) fn quirks(&self, server: &str) -> Quirks {
+        Quirks::from_rows(&self.ledger(|l| l.quirks(server)).unwrap_or_default())
+    }
+
+    /// Records in the ledger what a session learned beyond `known`.
+    pub(crate) fn remember_quirks(&self, server: &str, known: &Quirks, now: &Quirks) {
+        let mut learned: Vec<(&str, u64, String)> = Vec::new();
+        if now.rest_refused && !known.rest_refused {
+            learned.push(("rest_refused", 1, "REST before STOR was refused".into()));
+        }
+        if now.size_refused && !known.size_refused {
+            learned.push(("size_refused", 1, "SIZE was refused".into()));
+        }
+        if let Some(n) = now.hash_refused_from
+            && known.hash_refused_from.is_none_or(|k| n < k)
+        {
+            learned.push((
+                "hash_refused_from",
+                n,
+                format!("HASH refused for {n} bytes"),
+            ));
+        }
+        if let Some(n) = now.max_sessions
+            && known.max_sessions.is_none_or(|k| n < k)
+        {
+            learned.push((
+                "max_sessions",
+                n as u64,
+                format!("a session beyond {n} was refused"),
+            ));
+        }
+        for (quirk, value, detail) in learned {
+            info!(server, quirk, value, "remembering a quirk of this server");
+            if let Err(e) = self.ledger(|l| l.remember_quirk(server, quirk, value, &detail)) {
+                warn!(server, "cannot record a server quirk: {e:#}");
+            }
+        }
+    }
+
     /// Runs one job once: reconcile, select, transfer, verify, after-action.
-    pub async fn run_job(
-        &self,
-        job: &Job,
-        trigger: Trigger,
-        opts: RunOptions,
-    ) -> anyhow::Result<RunReport> {
+    /// A run that cannot even start or that fails as a whole still returns a
+    /// report, with the reason in `connection_error`, so it is alerted like
+    /// an unreachable server.
+    pub async fn run_job(&self, job: &Job, trigger: Trigger, opts: RunOptions) -> RunReport {
         let started = Instant::now();
-        let run_id = self.ledger(|l| {
+        let run_id = match self.ledger(|l| {
             l.abort_stale_runs(&job.name)?;
             l.start_run(&job.name, trigger.as_str())
-        })?;
+        }) {
+            Ok(id) => id,
+            Err(e) => {
+                let msg = format!("cannot record the run in the ledger: {e:#}");
+                warn!(job = %job.name, "{msg}");
+                return RunReport::new(job, Vec::new(), Some(msg));
+            }
+        };
         info!(job = %job.name, trigger = trigger.as_str(), "run started");
         let result = match job.direction {
             Direction::Push => push::run(self, job, run_id, opts).await,
             Direction::Pull => pull::run(self, job, run_id, opts).await,
         };
-        let mut report = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = format!("{e:#}");
-                self.ledger(|l| l.finish_run(run_id, "failed", 0, 0, 0, Some(&msg)))?;
-                return Err(e);
-            }
-        };
+        let mut report = result.unwrap_or_else(|e| {
+            let msg = format!("the run failed: {e:#}");
+            warn!(job = %job.name, "{msg}");
+            RunReport::new(job, Vec::new(), Some(msg))
+        });
         report.duration = started.elapsed();
+        report.certificate_expiry = self
+            .cert_expiry
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&job.server.name).copied());
         let failed = report.failed() as u64;
-        let status = if failed > 0 { "failed" } else { "ok" };
+        let status = if failed > 0 || report.connection_error.is_some() {
+            "failed"
+        } else {
+            "ok"
+        };
         let error = report
             .connection_error
             .clone()
             .or_else(|| (failed > 0).then(|| format!("{failed} file(s) failed")));
-        self.ledger(|l| {
+        if let Err(e) = self.ledger(|l| {
             l.finish_run(
                 run_id,
                 status,
@@ -340,24 +406,25 @@ impl Engine {
                 report.bytes(),
                 error.as_deref(),
             )
-        })?;
-        if let Some(alerts) = &self.alerts {
-            alerts.after_run(job, &report, &next_run_text(job));
+        }) {
+            warn!(job = %job.name, "cannot record the end of the run: {e:#}");
         }
         info!(
             job = %job.name,
             files = report.files.len(),
             delivered = report.delivered(),
             failed,
+            held = report.held(),
             bytes = report.bytes(),
             duration_ms = report.duration.as_millis() as u64,
             "run finished"
         );
-        Ok(report)
+        report
     }
 
-    /// Moves `items` through up to `max_connections` sessions, retrying each
-    /// file with backoff. `work` does one attempt at one item.
+    /// Moves `items` through up to `max_connections` sessions (fewer when
+    /// the server was found to refuse more), retrying each file with
+    /// backoff. `work` does one attempt at one item.
     pub(crate) async fn drive<I: WorkItem>(
         &self,
         job: &Job,
@@ -368,24 +435,62 @@ impl Engine {
         if items.is_empty() {
             return (Vec::new(), None);
         }
+        let known = self.quirks(&job.server.name);
+        let most = known.max_sessions.map_or(job.server.max_connections, |n| {
+            n.min(job.server.max_connections)
+        });
         let sessions = items
             .len()
             .div_ceil(FILES_PER_SESSION)
-            .clamp(1, job.server.max_connections as usize);
-        let queue = Mutex::new(items.into_iter().collect::<VecDeque<I>>());
-        let outcomes = Mutex::new(Vec::new());
-        let connection_error: Mutex<Option<String>> = Mutex::new(None);
+            .clamp(1, most.max(1) as usize);
         let limit = self.limit(&job.server);
+        let (first_tx, first_rx) = tokio::sync::watch::channel(false);
         let batch = Batch {
             job,
-            queue,
-            outcomes,
-            connection_error,
+            queue: Mutex::new(items.into_iter().collect::<VecDeque<I>>()),
+            outcomes: Mutex::new(Vec::new()),
+            connection_error: Mutex::new(None),
             work,
             stop,
+            known,
+            first_tx,
+            first_rx,
         };
-        let workers = (0..sessions).map(|_| self.worker(&batch, &limit));
+        let workers = (0..sessions).map(|i| self.worker(&batch, &limit, i == 0));
         futures_like::join_all(workers).await;
+        // A worker the server turned away handed its file back; if the others
+        // had already finished, one more session takes what is left.
+        let left = |b: &Batch<'_, I>| b.queue.lock().map_or(0, |q| q.len());
+        let mut pass = 0;
+        while left(&batch) > 0
+            && batch.connection_error.lock().is_ok_and(|e| e.is_none())
+            && !stop.is_some_and(|s| s.is_cancelled())
+        {
+            let before = left(&batch);
+            self.worker(&batch, &limit, true).await;
+            if left(&batch) < before {
+                continue;
+            }
+            // Turned away again (sessions of other jobs hold the server's limit).
+            pass += 1;
+            if pass >= job.retry.attempts {
+                let msg = format!(
+                    "cannot reach {}: the server refused every further session",
+                    job.server.name
+                );
+                let rest: Vec<I> = batch
+                    .queue
+                    .lock()
+                    .map(|mut q| q.drain(..).collect())
+                    .unwrap_or_default();
+                for it in rest {
+                    let o = self.fail_item(&it, &msg);
+                    batch.outcomes.lock().expect("outcomes").push(o);
+                }
+                break;
+            }
+            tokio::time::sleep(backoff(&job.retry, pass)).await;
+        }
         let Batch {
             outcomes,
             connection_error,
@@ -396,50 +501,74 @@ impl Engine {
         (outcomes, connection_error.into_inner().unwrap_or_default())
     }
 
-    async fn worker<I: WorkItem>(&self, batch: &Batch<'_, I>, limit: &Arc<Semaphore>) {
-        let Batch {
-            job,
-            queue,
-            outcomes,
-            connection_error,
-            work,
-            stop,
-        } = batch;
-        let job = *job;
+    async fn worker<I: WorkItem>(&self, batch: &Batch<'_, I>, limit: &Arc<Semaphore>, first: bool) {
+        let job = batch.job;
+        if !first {
+            // The others log in once the first session is up: a refusal then
+            // is the server's session limit, not a wrong password.
+            let mut rx = batch.first_rx.clone();
+            let _ = rx.wait_for(|up| *up).await;
+        }
+        // However this worker ends, the others may start.
+        let _release = first.then(|| Release(&batch.first_tx));
         let Ok(_permit) = limit.clone().acquire_owned().await else {
             return;
         };
         let mut session: Option<Box<dyn Remote>> = None;
+        // Counts `session` among the server's open sessions while it is up.
+        let mut counted: Option<SessionCount> = None;
         loop {
-            if connection_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+            if batch
+                .connection_error
+                .lock()
+                .map(|e| e.is_some())
+                .unwrap_or(true)
+            {
                 break;
             }
-            if stop.is_some_and(|s| s.is_cancelled()) {
+            if batch.stop.is_some_and(|s| s.is_cancelled()) {
                 // Shutting down: what is not started stays recorded and waits for the next run.
                 break;
             }
-            let Some(item) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+            let Some(item) = batch.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                 break;
             };
             let mut attempt = 0u32;
             let outcome = loop {
                 if session.is_none() {
                     match self.connect(job).await {
-                        Ok(s) => session = Some(s),
-                        Err(e) => {
+                        Ok(s) => {
+                            session = Some(s);
+                            counted = Some(SessionCount::new(self, &job.server.name));
+                            let _ = batch.first_tx.send(true);
+                        }
+                        Err(Refused::SessionLimit(others)) => {
+                            // This server takes no more sessions: the others carry on.
+                            let mut q = batch.known.clone();
+                            q.max_sessions = Some(others.max(1) as u32);
+                            self.remember_quirks(&job.server.name, &batch.known, &q);
+                            info!(job = %job.name, server = %job.server.name, sessions = others, "the server refused another session; going on with fewer");
+                            if let Ok(mut queue) = batch.queue.lock() {
+                                queue.push_front(item);
+                            }
+                            return;
+                        }
+                        Err(Refused::Error(e)) => {
                             // Nothing can move: this and every queued file fail together.
                             let msg = format!("cannot reach {}: {e}", job.server.name);
-                            if let Ok(mut ce) = connection_error.lock() {
+                            if let Ok(mut ce) = batch.connection_error.lock() {
                                 ce.get_or_insert(msg.clone());
                             }
-                            let mut rest: Vec<I> = queue
+                            let _ = batch.first_tx.send(true);
+                            let mut rest: Vec<I> = batch
+                                .queue
                                 .lock()
                                 .map(|mut q| q.drain(..).collect())
                                 .unwrap_or_default();
                             rest.insert(0, item);
                             for it in rest {
                                 let o = self.fail_item(&it, &msg);
-                                outcomes.lock().expect("outcomes").push(o);
+                                batch.outcomes.lock().expect("outcomes").push(o);
                             }
                             return;
                         }
@@ -447,8 +576,12 @@ impl Engine {
                 }
                 attempt += 1;
                 let remote = session.as_mut().expect("session").as_mut();
-                match work.attempt(remote, &item, attempt).await {
+                let before = remote.quirks();
+                let result = batch.work.attempt(remote, &item, attempt).await;
+                self.remember_quirks(&job.server.name, &before, &remote.quirks());
+                match result {
                     Ok(o) => break o,
+                    Err(Failure::Hold(reason)) => break self.hold_item(&item, &reason),
                     Err(f) => {
                         warn!(job = %job.name, file = item.name(), attempt, error = %f, "attempt failed");
                         // A session the error killed (or that cannot be trusted) is replaced.
@@ -457,44 +590,86 @@ impl Engine {
                             && let Some(mut s) = session.take()
                         {
                             s.close().await;
+                            counted = None;
                         }
                         if f.permanent() || attempt >= job.retry.attempts {
                             let mut o = self.fail_item(&item, &f.to_string());
-                            o.attempts = attempt;
+                            o.attempts = o.attempts.max(attempt);
                             break o;
                         }
                         tokio::time::sleep(backoff(&job.retry, attempt)).await;
                     }
                 }
             };
-            outcomes.lock().expect("outcomes").push(outcome);
+            batch.outcomes.lock().expect("outcomes").push(outcome);
         }
         if let Some(mut s) = session.take() {
             s.close().await;
         }
+        drop(counted);
     }
 
-    /// Opens a session, retrying transient failures with backoff.
-    async fn connect(&self, job: &Job) -> Result<Box<dyn Remote>, TransportError> {
+    /// Opens a session, retrying transient failures with backoff. A login
+    /// refused (or a `421`) while another session of ours to this server is
+    /// open is the server's session limit, not a wrong password.
+    pub(crate) async fn connect(&self, job: &Job) -> Result<Box<dyn Remote>, Refused> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match (self.connector)(job.server.clone()).await {
-                Ok(s) => {
-                    if let (Some(alerts), Some(exp)) = (&self.alerts, s.certificate_expiry())
-                        && exp - chrono::Utc::now() < chrono::Duration::days(30)
+                Ok(mut s) => {
+                    s.set_quirks(self.quirks(&job.server.name));
+                    if let (Some(exp), Ok(mut m)) =
+                        (s.certificate_expiry(), self.cert_expiry.lock())
                     {
-                        alerts.certificate_expiring(job, exp);
+                        m.insert(job.server.name.clone(), exp);
                     }
                     return Ok(s);
                 }
-                Err(e) if connect_retryable(&e) && attempt < job.retry.attempts => {
-                    warn!(job = %job.name, server = %job.server.name, attempt, error = %e, "cannot connect; retrying");
-                    tokio::time::sleep(backoff(&job.retry, attempt)).await;
+                Err(e) => {
+                    let others = self.sessions_open(&job.server.name);
+                    let limit_reply =
+                        matches!(e.kind(), ErrorKind::LoginRefused | ErrorKind::Unavailable);
+                    if limit_reply && others > 0 {
+                        return Err(Refused::SessionLimit(others));
+                    }
+                    if connect_retryable(&e) && attempt < job.retry.attempts {
+                        warn!(job = %job.name, server = %job.server.name, attempt, error = %e, "cannot connect; retrying");
+                        tokio::time::sleep(backoff(&job.retry, attempt)).await;
+                    } else {
+                        return Err(Refused::Error(e));
+                    }
                 }
-                Err(e) => return Err(e),
             }
         }
+    }
+
+    fn sessions_open(&self, server: &str) -> usize {
+        self.open_sessions
+            .lock()
+            .map(|m| m.get(server).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// A file ferry cannot decide about: recorded `held`, for an operator.
+    fn hold_item<I: WorkItem>(&self, item: &I, reason: &str) -> FileOutcome {
+        let id = item.file_id();
+        if let Err(e) = self.ledger(|l| l.set_file_state(id, FileState::Held, None, Some(reason))) {
+            warn!(
+                file = item.name(),
+                "cannot record the hold in the ledger: {e:#}"
+            );
+        }
+        warn!(
+            file = item.name(),
+            reason,
+            "held: ferry cannot know whether the partner has this file; waiting for ferry confirm or ferry resend"
+        );
+        let mut o = self.fail_item_outcome(item, reason);
+        o.status = FileStatus::Held {
+            reason: reason.to_string(),
+        };
+        o
     }
 
     fn fail_item<I: WorkItem>(&self, item: &I, error: &str) -> FileOutcome {
@@ -506,7 +681,11 @@ impl Engine {
                 "cannot record the failure in the ledger: {e:#}"
             );
         }
-        let row = self.ledger(|l| l.file(id)).ok();
+        self.fail_item_outcome(item, error)
+    }
+
+    fn fail_item_outcome<I: WorkItem>(&self, item: &I, error: &str) -> FileOutcome {
+        let row = self.ledger(|l| l.file(item.file_id())).ok();
         FileOutcome {
             name: item.name().to_string(),
             remote_path: row
@@ -525,6 +704,60 @@ impl Engine {
     }
 }
 
+/// Why no session could be had.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The server refused one more session while this many of ours were open.
+    SessionLimit(usize),
+    Error(TransportError),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::SessionLimit(n) => write!(f, "the server refused a session beyond {n}"),
+            Refused::Error(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Lets the waiting workers start when the first one ends, however it ends.
+struct Release<'a>(&'a tokio::sync::watch::Sender<bool>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Counts one established session among its server's open sessions.
+struct SessionCount<'a> {
+    engine: &'a Engine,
+    server: String,
+}
+
+impl<'a> SessionCount<'a> {
+    fn new(engine: &'a Engine, server: &str) -> SessionCount<'a> {
+        if let Ok(mut m) = engine.open_sessions.lock() {
+            *m.entry(server.to_string()).or_insert(0) += 1;
+        }
+        SessionCount {
+            engine,
+            server: server.to_string(),
+        }
+    }
+}
+
+impl Drop for SessionCount<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.engine.open_sessions.lock()
+            && let Some(n) = m.get_mut(&self.server)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// What the sessions of one run share.
 struct Batch<'a, I> {
     job: &'a Job,
@@ -533,6 +766,11 @@ struct Batch<'a, I> {
     connection_error: Mutex<Option<String>>,
     work: &'a dyn Attempt<I>,
     stop: Option<&'a tokio_util::sync::CancellationToken>,
+    /// The server's quirks as the ledger knew them when the run began.
+    known: Quirks,
+    /// Set once the first session is up (or could not be had).
+    first_tx: tokio::sync::watch::Sender<bool>,
+    first_rx: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A file queued for a run.
@@ -553,7 +791,7 @@ pub(crate) trait Attempt<I: WorkItem>: Sync {
 }
 
 /// When the job runs next, as an operator reads it in an email.
-fn next_run_text(job: &Job) -> String {
+pub fn next_run_text(job: &Job) -> String {
     match &job.schedule {
         Some(s) => s
             .next_after(chrono::Utc::now())

@@ -148,6 +148,8 @@ async fn list_with_retries(
     engine: &Engine,
     job: &Job,
 ) -> Result<(Box<dyn Remote>, (Vec<RemoteEntry>, Vec<String>)), String> {
+    // The listing session counts against max_connections like any other.
+    let _permit = engine.limit(&job.server).acquire_owned().await;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -374,12 +376,16 @@ async fn download(
     let (_, sha, total) = writer.finish();
     match got {
         Ok(_) => {}
-        Err(TransportError::NotFound { .. }) => {
+        Err(e @ TransportError::FileUnavailable { .. }) => {
             let _ = std::fs::remove_file(part);
-            return Err(Failure::Permanent(format!(
-                "{} disappeared from the server before it was downloaded",
-                item.remote_path
-            )));
+            // 550 means missing or forbidden alike: the listing tells which.
+            if remote.stat(&item.remote_path).await?.is_none() {
+                return Err(Failure::Permanent(format!(
+                    "{} disappeared from the server before it was downloaded",
+                    item.remote_path
+                )));
+            }
+            return Err(Failure::Transport(e));
         }
         Err(TransportError::Local(msg)) => {
             // Disk full or unwritable: free what we wrote; the remote file stays.

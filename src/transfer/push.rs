@@ -12,13 +12,16 @@ use super::{
     Attempt, Engine, Failure, FileOutcome, FileStatus, RunOptions, RunReport, WorkItem, remote_join,
 };
 use crate::config::{AfterPush, Flow, Job, Upload, Verify};
-use crate::ledger::{FileRow, FileState, NewFile, Verified};
+use crate::ledger::{FileRow, FileState, Intent, NewFile, Step, Verified};
 use crate::transport::Remote;
 
 pub(super) struct PushItem {
     id: i64,
     /// The local file as it was when selected.
     local: LocalFile,
+    /// The local file changed before this delivery finished: the attempt only
+    /// removes this delivery's temp file from the server and gives it up.
+    abandon: bool,
 }
 
 impl WorkItem for PushItem {
@@ -57,31 +60,33 @@ pub(super) async fn run(
                 .unwrap_or_else(|| job.local_dir.join(&row.name)),
             size: row.size,
             mtime: parse_mtime(row.mtime.as_deref()),
+            ino: 0,
         };
         let intact = LocalFile::stat(&recorded.path).is_ok_and(|now| {
             now.size == recorded.size && now.mtime_key() == row.mtime.clone().unwrap_or_default()
         });
         // Once the whole file is on the server (sent and later), the ledger
         // holds its size and hash, so the delivery can finish without the local copy.
-        if intact
-            || matches!(
-                row.state,
-                FileState::Sent | FileState::Renamed | FileState::Verified
-            )
-        {
-            if intact {
-                covered.insert(row.name.clone());
-            }
-            info!(job = %job.name, file = %row.name, state = row.state.as_str(), "resuming an unfinished delivery");
-            items.push(PushItem {
-                id: row.id,
-                local: recorded,
-            });
-        } else {
-            let msg = "the local file changed or disappeared before its delivery finished; a changed file is sent as a new one";
-            engine.ledger(|l| l.set_file_state(row.id, FileState::Failed, None, Some(msg)))?;
-            warn!(job = %job.name, file = %row.name, "{msg}");
+        let on_server = matches!(
+            row.state,
+            FileState::Sent | FileState::Renaming | FileState::Renamed | FileState::Verified
+        );
+        if intact {
+            covered.insert(row.name.clone());
         }
+        if intact || on_server {
+            info!(job = %job.name, file = %row.name, state = row.state.as_str(), "resuming an unfinished delivery");
+        } else if row.intent.is_none() {
+            // Nothing was sent: the record is given up, the new file is a new delivery.
+            engine.ledger(|l| l.set_file_state(row.id, FileState::Failed, None, Some(CHANGED)))?;
+            warn!(job = %job.name, file = %row.name, "{CHANGED}");
+            continue;
+        }
+        items.push(PushItem {
+            id: row.id,
+            local: recorded,
+            abandon: !intact && !on_server,
+        });
     }
 
     // 2. What is ready in the outbound folder now (created if missing: check
@@ -103,15 +108,32 @@ pub(super) async fn run(
                 outcomes.push(already(&f, &r, job));
                 continue;
             }
+            Some(r) if r.state == FileState::Held => {
+                outcomes.push(held(&f, &r, job));
+                continue;
+            }
             Some(r) if r.state == FileState::Failed => {
-                items.push(PushItem { id: r.id, local: f });
+                items.push(PushItem {
+                    id: r.id,
+                    local: f,
+                    abandon: false,
+                });
                 continue;
             }
             _ => {}
         }
-        if !opts.force
-            && let Some(r) = same_content_delivered(engine, job, &f).await?
-        {
+        // A file that cannot be read fails alone, when its attempt opens it.
+        let same = if opts.force {
+            None
+        } else {
+            same_content_delivered(engine, job, &f)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(job = %job.name, file = %f.name, "cannot compare with earlier deliveries: {e:#}");
+                    None
+                })
+        };
+        if let Some(r) = same {
             warn!(job = %job.name, file = %f.name, "same name and content as a file already delivered; not sent again (ferry once --force sends it)");
             outcomes.push(already(&f, &r, job));
             continue;
@@ -129,7 +151,11 @@ pub(super) async fn run(
                 run_id: Some(run_id),
             })
         })?;
-        items.push(PushItem { id, local: f });
+        items.push(PushItem {
+            id,
+            local: f,
+            abandon: false,
+        });
     }
     for name in waiting {
         outcomes.push(FileOutcome::not_ready(
@@ -170,6 +196,20 @@ fn already(f: &LocalFile, r: &FileRow, job: &Job) -> FileOutcome {
     }
 }
 
+fn held(f: &LocalFile, r: &FileRow, job: &Job) -> FileOutcome {
+    let reason = r.last_error.clone().unwrap_or_default();
+    FileOutcome {
+        name: f.name.clone(),
+        remote_path: remote_join(&job.remote_dir, &f.name),
+        bytes: f.size,
+        sha256: r.sha256.clone(),
+        verified: r.verified,
+        attempts: r.attempts,
+        status: FileStatus::Held { reason },
+        note: None,
+    }
+}
+
 /// A re-dropped file (new mtime) whose name and content match a delivered
 /// one. Hashing it costs a read, so only files whose name and size match a
 /// delivery are hashed.
@@ -201,6 +241,24 @@ struct PushAttempt<'a> {
     progress: Option<super::Progress>,
 }
 
+/// What one attempt does next, decided from the ledger's record and the
+/// server's listing (never from a name and size that happen to match).
+#[derive(Debug, PartialEq)]
+enum Plan {
+    /// Stream the file to its target from `offset`; `discard` first removes
+    /// what this delivery left there (a server may refuse to overwrite it).
+    Upload { offset: u64, discard: bool },
+    /// The whole file is at its target: verify it (then rename a temp file).
+    Verify { sha: String },
+    /// The verified temp file still has to get its final name.
+    Rename,
+    /// The partner has it; nothing more is sent.
+    Delivered { level: Verified, note: String },
+    /// The local file is not what this record describes any more: remove
+    /// this delivery's temp file and give the record up.
+    Abandon,
+}
+
 #[async_trait::async_trait]
 impl Attempt<PushItem> for PushAttempt<'_> {
     async fn attempt(
@@ -210,164 +268,496 @@ impl Attempt<PushItem> for PushAttempt<'_> {
         _attempt: u32,
     ) -> Result<FileOutcome, Failure> {
         let (engine, job) = (self.engine, self.job);
-        let upload = match &job.flow {
-            Flow::Push { upload, .. } => *upload,
-            Flow::Pull { .. } => Upload::TempRename,
-        };
         let row = engine.ledger(|l| l.file(item.id))?;
-        let final_path = remote_join(&job.remote_dir, &item.local.name);
-        let target = match upload {
-            Upload::TempRename => format!("{final_path}.part"),
-            Upload::Direct => final_path.clone(),
+        if row.state == FileState::Verified {
+            // Delivered earlier; only the after-action is left.
+            return finish(engine, job, item, row.verified, None).await;
+        }
+        let mut d = Delivery::new(engine, job, item, row);
+        let mut plan = if item.abandon {
+            Plan::Abandon
+        } else if d.row.intent.is_none() {
+            Plan::Upload {
+                offset: 0,
+                discard: false,
+            }
+        } else {
+            d.recover(remote).await?
         };
         let mut note = None;
-        let level = match row.state {
-            FileState::Verified => row.verified,
-            FileState::Renamed => {
-                check_size(remote, &final_path, row.size).await?;
-                engine.ledger(|l| {
-                    l.set_file_state(row.id, FileState::Verified, Some(row.verified), None)
-                })?;
-                row.verified
-            }
-            _ => {
-                let sha = match reconcile(
-                    engine,
-                    job,
-                    remote,
-                    &row,
-                    item,
-                    &target,
-                    &final_path,
-                    upload,
-                )
-                .await?
-                {
-                    Reconciled::Delivered(level) => {
-                        note = Some("found complete on the server; not sent again".to_string());
-                        engine.ledger(|l| {
-                            l.set_file_state(row.id, FileState::Verified, Some(level), None)
-                        })?;
-                        return finish(engine, job, item, level, note).await;
+        loop {
+            plan = match plan {
+                Plan::Abandon => {
+                    if let Some(t) = d.row.temp_path.clone()
+                        && remote.stat(&t).await?.is_some()
+                    {
+                        let _ = remote.delete(&t).await;
                     }
-                    Reconciled::TempComplete(sha) => sha,
-                    Reconciled::Send { offset } => {
-                        if offset > 0 {
-                            note = Some(format!("resumed at byte {offset}"));
-                        }
-                        send(
-                            engine,
-                            remote,
-                            item,
-                            &row,
-                            &target,
-                            offset,
-                            self.progress.clone(),
-                        )
-                        .await?
-                    }
-                };
-                let level = verify(
-                    remote,
-                    &target,
-                    &sha,
-                    item.local.size,
-                    job.verify,
-                    &job.server.name,
-                )
-                .await?;
-                if upload == Upload::TempRename {
-                    remote.rename(&target, &final_path).await?;
-                    engine.ledger(|l| {
-                        l.set_file_state(row.id, FileState::Renamed, Some(level), None)
-                    })?;
+                    return Err(Failure::Permanent(CHANGED.into()));
                 }
-                engine
-                    .ledger(|l| l.set_file_state(row.id, FileState::Verified, Some(level), None))?;
-                level
-            }
-        };
+                Plan::Upload { offset, discard } => {
+                    if offset > 0 {
+                        note = Some(format!("resumed at byte {offset}"));
+                    }
+                    let sha = d
+                        .upload(remote, offset, discard, self.progress.clone())
+                        .await?;
+                    Plan::Verify { sha }
+                }
+                Plan::Verify { sha } => match d.verify_target(remote, &sha).await? {
+                    Some(p) => p,
+                    None => break,
+                },
+                Plan::Rename => {
+                    d.rename(remote).await?;
+                    break;
+                }
+                Plan::Delivered { level, note: why } => {
+                    d.delivered(level, &why)?;
+                    note = Some(why);
+                    break;
+                }
+            };
+        }
+        let level = engine.ledger(|l| l.file(item.id))?.verified;
         finish(engine, job, item, level, note).await
     }
 }
 
-enum Reconciled {
-    /// The whole file is on the server under its final name.
-    Delivered(Verified),
-    /// The whole file is on the server under its temp name; its SHA-256.
-    TempComplete(String),
-    /// Send from this offset (0: from the start).
-    Send { offset: u64 },
+const CHANGED: &str = "the local file changed or disappeared before its delivery finished; a changed file is sent as a new one";
+
+/// One delivery of one file: its record and where it goes on the server.
+struct Delivery<'a> {
+    engine: &'a Engine,
+    job: &'a Job,
+    item: &'a PushItem,
+    row: FileRow,
+    upload: Upload,
+    final_path: String,
 }
 
-/// Asks the server what exists before anything is sent again: final name
-/// with the right size (and hash when offered) means delivered; a partial
-/// temp file means resume (REST) when the server supports it.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile(
-    engine: &Engine,
-    job: &Job,
-    remote: &mut dyn Remote,
-    row: &FileRow,
-    item: &PushItem,
-    target: &str,
-    final_path: &str,
-    upload: Upload,
-) -> Result<Reconciled, Failure> {
-    let attempted = row.attempts > 0 || row.state != FileState::Seen;
-    if !attempted {
-        return Ok(Reconciled::Send { offset: 0 });
-    }
-    let local_sha = || async {
-        match &row.sha256 {
-            Some(s) => Ok(s.clone()),
-            None => hash_file(&item.local.path).await.map_err(|e| {
-                Failure::Permanent(format!("cannot read {}: {e:#}", item.local.path.display()))
-            }),
+impl<'a> Delivery<'a> {
+    fn new(engine: &'a Engine, job: &'a Job, item: &'a PushItem, row: FileRow) -> Delivery<'a> {
+        let upload = match &job.flow {
+            Flow::Push { upload, .. } => *upload,
+            Flow::Pull { .. } => Upload::TempRename,
+        };
+        Delivery {
+            final_path: remote_join(&job.remote_dir, &item.local.name),
+            engine,
+            job,
+            item,
+            row,
+            upload,
         }
-    };
-    let size = row.size;
-    if upload == Upload::TempRename && remote.size(target).await? == Some(size) {
-        let sha = local_sha().await?;
-        engine.ledger(|l| l.set_sha256(row.id, &sha))?;
-        return Ok(Reconciled::TempComplete(sha));
     }
-    if remote.size(final_path).await? == Some(size) {
-        let sha = local_sha().await?;
-        match remote.sha256(final_path).await? {
-            Some(h) if hex::encode(h) == sha => return Ok(Reconciled::Delivered(Verified::Hash)),
-            Some(_) => {} // same size, other content: not ours; send again
-            None if job.verify == Verify::Hash => {
-                return Err(Failure::Permanent(no_hash(&job.server.name)));
+
+    fn size(&self) -> u64 {
+        self.row.size
+    }
+
+    /// Where the bytes go: this delivery's own temp name, or the final name.
+    fn target(&self) -> Option<String> {
+        match self.upload {
+            Upload::TempRename => self.row.temp_path.clone(),
+            Upload::Direct => Some(self.final_path.clone()),
+        }
+    }
+
+    /// A temp name no other delivery uses: the file's name, the ledger id and
+    /// a random tag, then the job's suffix (`claims.837.f12-a3f9c1.part`).
+    fn fresh_temp(&self) -> String {
+        let suffix = match &self.job.flow {
+            Flow::Push { temp_suffix, .. } => temp_suffix.as_str(),
+            Flow::Pull { .. } => ".part",
+        };
+        let name = format!(
+            "{}.f{}-{:06x}{suffix}",
+            self.item.local.name,
+            self.row.id,
+            fastrand::u32(..0x100_0000)
+        );
+        remote_join(&self.job.remote_dir, &name)
+    }
+
+    fn resume_ok(&self, remote: &dyn Remote) -> bool {
+        remote.capabilities().resume && !remote.quirks().rest_refused && self.item.local.unchanged()
+    }
+
+    /// The local file's SHA-256 as recorded, else read now (only while the
+    /// file is still exactly what this record describes).
+    async fn local_sha(&self) -> Result<Option<String>, Failure> {
+        if let Some(s) = &self.row.sha256 {
+            return Ok(Some(s.clone()));
+        }
+        if !self.item.local.unchanged() {
+            return Ok(None);
+        }
+        hash_file(&self.item.local.path)
+            .await
+            .map(Some)
+            .map_err(|e| {
+                Failure::Permanent(format!(
+                    "cannot read {}: {e:#}",
+                    self.item.local.path.display()
+                ))
+            })
+    }
+
+    /// Decides, from the intent this record carries and what the server
+    /// lists now, what the interrupted delivery still needs.
+    async fn recover(&mut self, remote: &mut dyn Remote) -> Result<Plan, Failure> {
+        let size = self.size();
+        let consumes = self.job.server.consumes;
+        let sent = self.row.state == FileState::Sent;
+        let listing = remote.list(&self.job.remote_dir).await?;
+        let find = |path: &str| {
+            let (_, name) = crate::transport::split_path(path);
+            listing.iter().find(|e| e.name == name).cloned()
+        };
+        let plan = match (self.upload, self.row.intent) {
+            (Upload::TempRename, Some(Intent::Upload)) => {
+                let Some(t) = self.row.temp_path.clone() else {
+                    return Ok(Plan::Upload {
+                        offset: 0,
+                        discard: false,
+                    });
+                };
+                match find(&t) {
+                    // Never written, or removed by someone: this delivery starts over.
+                    None => Plan::Upload {
+                        offset: 0,
+                        discard: false,
+                    },
+                    Some(e) if e.size == size => match self.local_sha().await? {
+                        Some(sha) => Plan::Verify { sha },
+                        None => Plan::Abandon,
+                    },
+                    Some(e) if e.size < size && !sent && self.resume_ok(remote) => Plan::Upload {
+                        offset: e.size,
+                        discard: false,
+                    },
+                    Some(_) if !sent && !self.item.local.unchanged() => Plan::Abandon,
+                    Some(_) => Plan::Upload {
+                        offset: 0,
+                        discard: true,
+                    },
+                }
             }
-            None => return Ok(Reconciled::Delivered(Verified::Size)),
+            (Upload::TempRename, Some(Intent::Rename)) => {
+                let t = self.row.temp_path.clone().unwrap_or_default();
+                match (find(&t), find(&self.final_path)) {
+                    (Some(_), _) => Plan::Rename,
+                    // The temp file was ours alone and is gone: the rename happened.
+                    (None, Some(_)) => {
+                        let sha = self.row.sha256.clone().unwrap_or_default();
+                        match server_hash(remote, &self.final_path, size).await? {
+                            Some(h) if hex::encode(h) == sha => Plan::Delivered {
+                                level: Verified::Hash,
+                                note: "renamed before ferry stopped; the server's hash matches"
+                                    .into(),
+                            },
+                            Some(h) => {
+                                return Err(Failure::Hold(format!(
+                                    "{} was renamed by ferry before it stopped, but {} now holds other bytes (server SHA-256 {}); ferry cannot tell whether the partner took this file",
+                                    t,
+                                    self.final_path,
+                                    hex::encode(h)
+                                )));
+                            }
+                            None => Plan::Delivered {
+                                level: self.row.verified,
+                                note: "renamed before ferry stopped; the temp file was verified before the rename".into(),
+                            },
+                        }
+                    }
+                    (None, None) if consumes => Plan::Delivered {
+                        level: self.row.verified,
+                        note: "renamed before ferry stopped and taken by the partner's inbox"
+                            .into(),
+                    },
+                    (None, None) => {
+                        return Err(Failure::Hold(format!(
+                            "ferry renamed {t} to {} just before it stopped, and neither name is on the server now: the partner may have taken it (if this inbox takes files away, set consumes: true on the server)",
+                            self.final_path
+                        )));
+                    }
+                }
+            }
+            (Upload::Direct, _) => {
+                let f = find(&self.final_path);
+                let before = self.row.remote_before.clone().unwrap_or_default();
+                match f {
+                    None if sent && consumes => Plan::Delivered {
+                        level: Verified::None,
+                        note: "the server confirmed the whole upload; the partner's inbox then took it".into(),
+                    },
+                    None if sent => {
+                        return Err(Failure::Hold(format!(
+                            "the server confirmed the whole upload of {}, then the file was gone: the partner may have taken it (if this inbox takes files away, set consumes: true on the server)",
+                            self.final_path
+                        )));
+                    }
+                    None if consumes => {
+                        return Err(Failure::Hold(format!(
+                            "the upload of {} was cut, and this inbox takes files away: ferry cannot know whether the partner got a whole file, part of one, or nothing",
+                            self.final_path
+                        )));
+                    }
+                    None => Plan::Upload {
+                        offset: 0,
+                        discard: false,
+                    },
+                    Some(e) if sent && e.size == size => Plan::Verify {
+                        sha: self.row.sha256.clone().unwrap_or_default(),
+                    },
+                    // Still what was there before this delivery wrote anything.
+                    Some(e) if entry_key(&e) == before => Plan::Upload {
+                        offset: 0,
+                        discard: false,
+                    },
+                    Some(e) if e.size < size && self.resume_ok(remote) => Plan::Upload {
+                        offset: e.size,
+                        discard: false,
+                    },
+                    Some(e) if e.size == size => {
+                        // A final name ferry did not rename counts only with a matching hash.
+                        let local = self.local_sha().await?;
+                        match (server_hash(remote, &self.final_path, size).await?, local) {
+                            (Some(h), Some(sha)) if hex::encode(h) == sha => Plan::Delivered {
+                                level: Verified::Hash,
+                                note: "the upload had completed before ferry stopped; the server's hash matches".into(),
+                            },
+                            _ => Plan::Upload {
+                                offset: 0,
+                                discard: true,
+                            },
+                        }
+                    }
+                    Some(_) => Plan::Upload {
+                        offset: 0,
+                        discard: true,
+                    },
+                }
+            }
+            (Upload::TempRename, None) => Plan::Upload {
+                offset: 0,
+                discard: false,
+            },
+        };
+        Ok(plan)
+    }
+
+    /// Records the intent, then streams the file to its target.
+    async fn upload(
+        &mut self,
+        remote: &mut dyn Remote,
+        mut offset: u64,
+        discard: bool,
+        progress: Option<super::Progress>,
+    ) -> Result<String, Failure> {
+        if !self.item.local.unchanged() {
+            return Err(Failure::Permanent(CHANGED.into()));
+        }
+        let mut target = self.target();
+        if discard && let Some(t) = &target {
+            // This delivery's own leftover; if the server will not remove it,
+            // a new temp name keeps the two apart.
+            if remote.delete(t).await.is_err() && self.upload == Upload::TempRename {
+                target = None;
+            }
+        }
+        let target = match target {
+            Some(t) => t,
+            None => {
+                offset = 0;
+                self.fresh_temp()
+            }
+        };
+        // Direct: what the final name held before this delivery wrote to it.
+        let before = if self.upload == Upload::Direct && self.row.remote_before.is_none() {
+            Some(
+                remote
+                    .stat(&target)
+                    .await?
+                    .map_or_else(|| "absent".to_string(), |e| entry_key(&e)),
+            )
+        } else {
+            None
+        };
+        let temp = (self.upload == Upload::TempRename).then_some(target.as_str());
+        self.engine.ledger(|l| {
+            l.step(
+                self.row.id,
+                &Step {
+                    state: FileState::Sending,
+                    intent: Some(Some(Intent::Upload)),
+                    temp_path: temp.map(Some),
+                    remote_before: before.as_deref().map(Some),
+                    ..Step::default()
+                },
+            )
+        })?;
+        self.row.intent = Some(Intent::Upload);
+        self.row.state = FileState::Sending;
+        if let Some(t) = temp {
+            self.row.temp_path = Some(t.to_string());
+        }
+        if let Some(b) = before {
+            self.row.remote_before = Some(b);
+        }
+        let sha = match send(remote, self.item, &target, offset, progress.clone()).await {
+            Err(Failure::Transport(e)) if offset > 0 && e.refusal_code().is_some() => {
+                // REST refused (ProFTPD's AllowStoreRestart off): remember it,
+                // remove the partial and send the whole file.
+                warn!(job = %self.job.name, file = %self.item.local.name, error = %e, "the server refused to resume; sending the whole file");
+                let mut q = remote.quirks();
+                q.rest_refused = true;
+                remote.set_quirks(q);
+                let _ = remote.delete(&target).await;
+                send(remote, self.item, &target, 0, progress).await?
+            }
+            r => r?,
+        };
+        self.engine.ledger(|l| {
+            l.step(
+                self.row.id,
+                &Step {
+                    state: FileState::Sent,
+                    sha256: Some(&sha),
+                    ..Step::default()
+                },
+            )
+        })?;
+        self.row.state = FileState::Sent;
+        self.row.sha256 = Some(sha.clone());
+        Ok(sha)
+    }
+
+    /// Verifies the complete file at its target. For temp_rename the next
+    /// step is the rename; `None` means the delivery is recorded verified.
+    async fn verify_target(
+        &mut self,
+        remote: &mut dyn Remote,
+        sha: &str,
+    ) -> Result<Option<Plan>, Failure> {
+        let target = self.target().unwrap_or_default();
+        let job = self.job;
+        let checked = verify(
+            remote,
+            &target,
+            sha,
+            self.size(),
+            job.verify,
+            &job.server.name,
+        )
+        .await;
+        let level = match checked {
+            Ok(level) => level,
+            Err(f @ Failure::Mismatch(_)) => {
+                if self.upload == Upload::TempRename {
+                    let _ = remote.delete(&target).await;
+                }
+                return Err(f);
+            }
+            Err(f) if self.upload == Upload::Direct && self.row.state == FileState::Sent => {
+                // A complete upload, then the file is gone: taken by the partner?
+                if remote.stat(&target).await?.is_some() {
+                    return Err(f);
+                }
+                if job.server.consumes {
+                    return Ok(Some(Plan::Delivered {
+                        level: Verified::None,
+                        note: "the server confirmed the whole upload; the partner's inbox then took it".into(),
+                    }));
+                }
+                return Err(Failure::Hold(format!(
+                    "the server confirmed the whole upload of {target}, then the file was gone: the partner may have taken it (if this inbox takes files away, set consumes: true on the server)"
+                )));
+            }
+            Err(f) => return Err(f),
+        };
+        match self.upload {
+            Upload::TempRename => {
+                self.engine.ledger(|l| {
+                    l.step(
+                        self.row.id,
+                        &Step {
+                            state: FileState::Renaming,
+                            intent: Some(Some(Intent::Rename)),
+                            verified: Some(level),
+                            ..Step::default()
+                        },
+                    )
+                })?;
+                self.row.state = FileState::Renaming;
+                self.row.intent = Some(Intent::Rename);
+                self.row.verified = level;
+                Ok(Some(Plan::Rename))
+            }
+            Upload::Direct => {
+                self.engine.ledger(|l| {
+                    l.set_file_state(self.row.id, FileState::Verified, Some(level), None)
+                })?;
+                Ok(None)
+            }
         }
     }
-    let partial = remote.size(target).await?;
-    match partial {
-        Some(n) if n > 0 && n < size && remote.capabilities().resume && item.local.unchanged() => {
-            Ok(Reconciled::Send { offset: n })
+
+    /// RNFR temp RNTO final, the intent already recorded.
+    async fn rename(&mut self, remote: &mut dyn Remote) -> Result<(), Failure> {
+        let t = self.row.temp_path.clone().unwrap_or_default();
+        if self.row.state != FileState::Renaming {
+            self.engine
+                .ledger(|l| l.set_file_state(self.row.id, FileState::Renaming, None, None))?;
         }
-        _ => Ok(Reconciled::Send { offset: 0 }),
+        remote.rename(&t, &self.final_path).await?;
+        self.engine.ledger(|l| {
+            l.set_file_state(
+                self.row.id,
+                FileState::Verified,
+                Some(self.row.verified),
+                None,
+            )
+        })?;
+        Ok(())
     }
+
+    fn delivered(&self, level: Verified, note: &str) -> Result<(), Failure> {
+        info!(job = %self.job.name, file = %self.item.local.name, note, "delivered before ferry stopped; not sent again");
+        self.engine.ledger(|l| {
+            l.step(
+                self.row.id,
+                &Step {
+                    state: FileState::Verified,
+                    verified: Some(level),
+                    note: Some(note),
+                    ..Step::default()
+                },
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// A listing entry as `remote_before` records it: size and time.
+fn entry_key(e: &crate::transport::RemoteEntry) -> String {
+    format!(
+        "{} {}",
+        e.size,
+        e.mtime
+            .map_or_else(|| "-".to_string(), crate::ledger::rfc3339)
+    )
 }
 
 /// Streams the local file to `target` from `offset`, hashing every byte once.
 async fn send(
-    engine: &Engine,
     remote: &mut dyn Remote,
     item: &PushItem,
-    row: &FileRow,
     target: &str,
     offset: u64,
     progress: Option<super::Progress>,
 ) -> Result<String, Failure> {
-    if !item.local.unchanged() {
-        return Err(Failure::Permanent(
-            "the local file changed or disappeared before it could be sent; a changed file is sent as a new one".into(),
-        ));
-    }
-    engine.ledger(|l| l.set_file_state(row.id, FileState::Sending, None, None))?;
     let file = tokio::fs::File::open(&item.local.path).await.map_err(|e| {
         Failure::Permanent(format!("cannot open {}: {e}", item.local.path.display()))
     })?;
@@ -388,10 +778,6 @@ async fn send(
             "the local file changed while it was being sent".into(),
         ));
     }
-    engine.ledger(|l| {
-        l.set_sha256(row.id, &sha)?;
-        l.set_file_state(row.id, FileState::Sent, None, None)
-    })?;
     Ok(sha)
 }
 
@@ -399,6 +785,34 @@ fn no_hash(server: &str) -> String {
     format!(
         "verify: hash, but {server} offers no SHA-256 command (HASH or XSHA256); use verify: auto or size for this server"
     )
+}
+
+/// The server's SHA-256 of `path`, or `None` when it has none to give: no
+/// command, or a refusal (remembered, so files this large are verified by
+/// size from then on). `450`/`550` are not refusals of HASH: the file is
+/// unavailable, and that is an error.
+pub(super) async fn server_hash(
+    remote: &mut dyn Remote,
+    path: &str,
+    size: u64,
+) -> Result<Option<[u8; 32]>, Failure> {
+    let mut q = remote.quirks();
+    if q.hash_refused_from.is_some_and(|n| size >= n) {
+        return Ok(None);
+    }
+    match remote.sha256(path).await {
+        Ok(h) => Ok(h),
+        Err(e)
+            if e.refusal_code()
+                .is_some_and(|c| (500..600).contains(&c) && c != 550 && c != 553) =>
+        {
+            warn!(path, error = %e, "the server refused to hash this file; verifying by size");
+            q.hash_refused_from = Some(q.hash_refused_from.map_or(size, |n| n.min(size)));
+            remote.set_quirks(q);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn check_size(remote: &mut dyn Remote, path: &str, size: u64) -> Result<(), Failure> {
@@ -412,7 +826,7 @@ async fn check_size(remote: &mut dyn Remote, path: &str, size: u64) -> Result<()
 }
 
 /// Checks `path` on the server against the local SHA-256 and size, as
-/// `verify` says. A mismatching upload is removed so it is never renamed.
+/// `verify` says.
 pub(super) async fn verify(
     remote: &mut dyn Remote,
     path: &str,
@@ -427,24 +841,20 @@ pub(super) async fn verify(
             hex::encode(remote_hash)
         ))
     };
-    let result = match mode {
-        Verify::None => return Ok(Verified::None),
+    match mode {
+        Verify::None => Ok(Verified::None),
         Verify::Size => check_size(remote, path, size).await.map(|_| Verified::Size),
-        Verify::Hash => match remote.sha256(path).await? {
+        Verify::Hash => match server_hash(remote, path, size).await? {
             Some(h) if hex::encode(h) == sha => Ok(Verified::Hash),
             Some(h) => Err(mismatch(&h)),
             None => Err(Failure::Permanent(no_hash(server))),
         },
-        Verify::Auto => match remote.sha256(path).await? {
+        Verify::Auto => match server_hash(remote, path, size).await? {
             Some(h) if hex::encode(h) == sha => Ok(Verified::Hash),
             Some(h) => Err(mismatch(&h)),
             None => check_size(remote, path, size).await.map(|_| Verified::Size),
         },
-    };
-    if result.is_err() && path.ends_with(".part") {
-        let _ = remote.delete(path).await;
     }
-    result
 }
 
 /// Archive, delete or keep the local file, then record the end of the journey.

@@ -22,11 +22,22 @@ pub enum TransportError {
     #[error("login refused for user '{user}': {reply}")]
     LoginRefused { user: String, reply: String },
 
-    #[error("permission denied on '{path}': {reply}")]
-    PermissionDenied { path: String, reply: String },
+    #[error("permission denied on '{path}': {code} {reply}")]
+    PermissionDenied {
+        path: String,
+        code: u32,
+        reply: String,
+    },
 
-    #[error("no such file '{path}': {reply}")]
-    NotFound { path: String, reply: String },
+    /// A 450/550 reply: "file unavailable". RFC 959 does not say whether the
+    /// file is missing or forbidden, so no decision rests on this kind alone:
+    /// presence is asked with a listing.
+    #[error("the server refused '{path}': {code} {reply}")]
+    FileUnavailable {
+        path: String,
+        code: u32,
+        reply: String,
+    },
 
     #[error("the server answered {code} to {step}: {text}")]
     Server {
@@ -37,6 +48,11 @@ pub enum TransportError {
 
     #[error("connection lost while {step}: {detail}")]
     Connection { step: String, detail: String },
+
+    /// `421`: the server closes the control connection (too many sessions,
+    /// shutting down). RFC 959 makes it transient: worth another try later.
+    #[error("the server closed the session while {step}: 421 {text}")]
+    Unavailable { step: String, text: String },
 
     #[error("the server does not offer {what}")]
     Unsupported { what: String },
@@ -86,9 +102,10 @@ pub enum ErrorKind {
     TlsHandshake,
     LoginRefused,
     PermissionDenied,
-    NotFound,
+    FileUnavailable,
     Server,
     Connection,
+    Unavailable,
     Unsupported,
     Local,
 }
@@ -110,9 +127,10 @@ impl TransportError {
             },
             TransportError::LoginRefused { .. } => ErrorKind::LoginRefused,
             TransportError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
-            TransportError::NotFound { .. } => ErrorKind::NotFound,
+            TransportError::FileUnavailable { .. } => ErrorKind::FileUnavailable,
             TransportError::Server { .. } => ErrorKind::Server,
             TransportError::Connection { .. } => ErrorKind::Connection,
+            TransportError::Unavailable { .. } => ErrorKind::Unavailable,
             TransportError::Unsupported { .. } => ErrorKind::Unsupported,
             TransportError::Local(_) => ErrorKind::Local,
         }
@@ -135,7 +153,19 @@ impl TransportError {
                 | ErrorKind::TlsHandshake
                 | ErrorKind::LoginRefused
                 | ErrorKind::Connection
+                | ErrorKind::Unavailable
         )
+    }
+
+    /// The reply code when the server refused a command (a negative reply
+    /// on a working connection), as opposed to a lost connection or a local error.
+    pub fn refusal_code(&self) -> Option<u32> {
+        match self {
+            TransportError::Server { code, .. } => Some(*code),
+            TransportError::PermissionDenied { code, .. }
+            | TransportError::FileUnavailable { code, .. } => Some(*code),
+            _ => None,
+        }
     }
 
     pub(crate) fn from_tls(

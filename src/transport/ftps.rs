@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::error::TransportError;
 use super::listing::{self, RemoteEntry};
 use super::tls::{self, Connector, SharedTlsState, TicketStore, TlsMaterial, TlsState};
-use super::{Capabilities, HashCommand, Remote, Result};
+use super::{Capabilities, HashCommand, Quirks, Remote, Result};
 use crate::config::{Server, TlsMode, TlsVersion};
 
 type Ftp = ImplAsyncFtpStream<tls::TlsStream>;
@@ -50,6 +50,8 @@ pub struct FtpsSession {
     caps: Capabilities,
     welcome: Option<String>,
     relogins: u64,
+    /// What the server was found to refuse, by this session or earlier ones.
+    quirks: Quirks,
 }
 
 impl FtpsSession {
@@ -82,6 +84,7 @@ impl FtpsSession {
             caps: Capabilities::default(),
             welcome: None,
             relogins: 0,
+            quirks: Quirks::default(),
         };
         match session.open().await {
             Err(e)
@@ -186,10 +189,14 @@ impl FtpsSession {
         within(t, "logging in", ftp.login(server.user.as_str(), password))
             .await?
             .map_err(|e| match e {
-                FtpError::UnexpectedResponse(r) => TransportError::LoginRefused {
-                    user: server.user.clone(),
-                    reply: reply_text(&r),
-                },
+                // 421 (too many sessions, shutting down) is transient; any other
+                // refusal is the server's verdict on these credentials.
+                FtpError::UnexpectedResponse(r) if r.status.code() != 421 => {
+                    TransportError::LoginRefused {
+                        user: server.user.clone(),
+                        reply: format!("{} {}", r.status.code(), reply_text(&r)),
+                    }
+                }
                 e => self.map(e, "logging in", None),
             })?;
         within(
@@ -506,6 +513,9 @@ impl Remote for FtpsSession {
     }
 
     async fn size(&mut self, path: &str) -> Result<Option<u64>> {
+        if self.quirks.size_refused {
+            return Ok(self.stat(path).await?.map(|e| e.size));
+        }
         let p = path.to_string();
         match self
             .step(
@@ -516,7 +526,23 @@ impl Remote for FtpsSession {
             .await
         {
             Ok(n) => Ok(Some(n as u64)),
-            Err(TransportError::NotFound { .. }) => Ok(None),
+            // 500/502/504: SIZE is not there at all (vsftpd `cmds_denied`).
+            Err(e) if matches!(e.refusal_code(), Some(500 | 502 | 504)) => {
+                warn!(server = %self.server.name, error = %e, "the server refuses SIZE; sizes come from listings");
+                self.quirks.size_refused = true;
+                Ok(self.stat(path).await?.map(|e| e.size))
+            }
+            // Any other refusal: missing or forbidden, no reply wording tells
+            // which. The folder's listing decides; a listed file whose SIZE is
+            // refused (vsftpd `cmds_denied=SIZE` answers 550) is sized from listings.
+            Err(e) if e.refusal_code().is_some() => match self.stat(path).await? {
+                None => Ok(None),
+                Some(entry) => {
+                    warn!(server = %self.server.name, error = %e, "the server refuses SIZE of a listed file; sizes come from listings");
+                    self.quirks.size_refused = true;
+                    Ok(Some(entry.size))
+                }
+            },
             Err(e) => Err(e),
         }
     }
@@ -554,6 +580,14 @@ impl Remote for FtpsSession {
 
     fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    fn quirks(&self) -> Quirks {
+        self.quirks.clone()
+    }
+
+    fn set_quirks(&mut self, quirks: Quirks) {
+        self.quirks = quirks;
     }
 
     fn is_open(&self) -> bool {
@@ -771,32 +805,25 @@ fn map_error(
             )
         }
         FtpError::UnexpectedResponse(r) => {
+            // Decided by the reply code as RFC 959 defines it, never by its text.
             let code = r.status.code();
             let text = reply_text(&r);
-            let lower = text.to_ascii_lowercase();
             let path = path.unwrap_or("").to_string();
-            let denied = ["permission", "denied", "not allowed", "access"]
-                .iter()
-                .any(|w| lower.contains(w));
-            let missing = [
-                "no such",
-                "not found",
-                "not exist",
-                "failed to open",
-                "can't open",
-                "cannot open",
-                "unavailable",
-            ]
-            .iter()
-            .any(|w| lower.contains(w));
             match code {
-                421 => TransportError::Connection {
+                421 => TransportError::Unavailable {
                     step: step.to_string(),
-                    detail: text,
+                    text,
                 },
-                530 => TransportError::PermissionDenied { path, reply: text },
-                550 | 553 | 450 if denied => TransportError::PermissionDenied { path, reply: text },
-                550 | 450 if missing => TransportError::NotFound { path, reply: text },
+                530 | 532 | 553 => TransportError::PermissionDenied {
+                    path,
+                    code,
+                    reply: text,
+                },
+                450 | 550 => TransportError::FileUnavailable {
+                    path,
+                    code,
+                    reply: text,
+                },
                 _ => TransportError::Server {
                     step: step.to_string(),
                     code,

@@ -77,7 +77,6 @@ pub async fn run(engine: &Engine, cfg: &Config, job: &str) -> RunReport {
     engine
         .run_job(&cfg.jobs[job], Trigger::Once, RunOptions::default())
         .await
-        .unwrap()
 }
 
 pub async fn run_forced(engine: &Engine, cfg: &Config, job: &str) -> RunReport {
@@ -91,7 +90,6 @@ pub async fn run_forced(engine: &Engine, cfg: &Config, job: &str) -> RunReport {
             },
         )
         .await
-        .unwrap()
 }
 
 pub fn arc<T>(t: T) -> Arc<T> {
@@ -151,6 +149,12 @@ impl ferry::transport::Remote for Hooked {
     }
     fn capabilities(&self) -> &ferry::transport::Capabilities {
         self.inner.capabilities()
+    }
+    fn quirks(&self) -> ferry::transport::Quirks {
+        self.inner.quirks()
+    }
+    fn set_quirks(&mut self, q: ferry::transport::Quirks) {
+        self.inner.set_quirks(q)
     }
     fn is_open(&self) -> bool {
         self.inner.is_open()

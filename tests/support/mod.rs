@@ -93,3 +93,20 @@ pub mod engine;
 pub mod faults;
 pub mod ftps_server;
 pub mod real_servers;
+
+/// The temp file of a delivery of `name` in `dir` (`name.<tag>.part`): ferry
+/// gives every delivery its own temp name, so tests find it by pattern.
+pub fn temp_of(dir: &Path, name: &str) -> Option<PathBuf> {
+    let prefix = format!("{name}.");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        (n.starts_with(&prefix) && n.ends_with(".part")).then(|| e.path())
+    })
+}
+
+/// Bytes in the temp file of a delivery of `name` in `dir`, 0 when there is none.
+pub fn temp_len(dir: &Path, name: &str) -> u64 {
+    temp_of(dir, name)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
