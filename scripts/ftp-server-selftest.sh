@@ -5,18 +5,28 @@
 #
 # Usage: sudo scripts/ftp-server-selftest.sh [KIND...]
 #   KIND defaults to: vsftpd-explicit vsftpd-implicit proftpd proftpd-implicit
+#                     proftpd-stock pure-ftpd pyftpdlib
 # Env:   FERRY_SELFTEST_KEEP=1  keep the temp dir (it is kept anyway on failure)
 #
 # Checks per kind:
 #   - TLS 1.2 and TLS 1.3 are both negotiable, TLS 1.1 is not (openssl s_client)
-#   - a data connection without TLS session reuse is refused, one with
-#     reuse is accepted (scripts/ftps-probe.py)
+#   - vsftpd, ProFTPD: a data connection without TLS session reuse is refused,
+#     one with reuse is accepted (scripts/ftps-probe.py); Pure-FTPd and
+#     pyftpdlib do not check reuse: both are accepted
 #   - lftp over TLS 1.2: upload, list, download byte-identical, rename, delete
 #   - Python ftplib over TLS 1.3: the same round trip
-#   - lftp over TLS 1.3 as well, for ProFTPD only (see note below)
+#   - lftp over TLS 1.3 as well, except on vsftpd (see note below)
 #   - ProFTPD: FEAT lists HASH and XSHA256; HASH (after OPTS HASH SHA-256)
 #     of an uploaded file equals its sha256sum
 #   - FEAT (after login) is printed for every kind
+# and the quirks each kind is there for (scripts/ftps-cmd.py, exact replies):
+#   - proftpd-stock: STOR over an existing file "550 NAME: Overwrite permission
+#     denied", APPE "451 NAME: Append/Restart not permitted, try again"
+#   - pure-ftpd: SIZE of a missing file "550 Can't check for file existence";
+#     a PROT C data connection refused (521)
+#   - pyftpdlib with FERRY_QUIRKS: iis-size, no-feat, sha256, too-many-530,
+#     consume, rnto-drop; then stor-421-after-data, no-size, no-mlst, lying-hash
+# A failed check prints the tail of its output; the whole log is kept.
 # Note: lftp (GnuTLS) and curl (OpenSSL) close an upload's data connection
 # without reading the server's close_notify. vsftpd on TLS 1.3 sends session
 # tickets on every data connection, so that close sends a TCP RST, the
@@ -34,7 +44,7 @@ FTP_PASSWORD=${FERRY_TEST_PASSWORD:-ferrytest-pw}
 if [[ $# -gt 0 ]]; then
     KINDS=("$@")
 else
-    KINDS=(vsftpd-explicit vsftpd-implicit proftpd proftpd-implicit)
+    KINDS=(vsftpd-explicit vsftpd-implicit proftpd proftpd-implicit proftpd-stock pure-ftpd pyftpdlib)
 fi
 
 [[ $(id -u) -eq 0 ]] || { echo "ftp-server-selftest.sh: must run as root" >&2; exit 1; }
@@ -64,11 +74,15 @@ trap cleanup EXIT
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A random base port whose whole block PORT..PORT+PASV_COUNT has no listener.
+# A random base port whose whole block PORT..PORT+PASV_COUNT has no listener, below the
+# kernel's ephemeral range when there is room (client sockets take their local ports from
+# there, and a server cannot bind a port a live client socket holds).
 free_base() {
-    local base p ok
+    local base p ok lo hi from to
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range || { lo=32768; hi=60999; }
+    if ((lo > 12000)); then from=10000 to=$((lo - PASV_COUNT - 2)); else from=$((hi + 1)) to=65000; fi
     for _ in $(seq 1 200); do
-        base=$((20000 + RANDOM % 40000))
+        base=$((from + (RANDOM * 32768 + RANDOM) % (to - from)))
         ok=1
         for ((p = base; p <= base + PASV_COUNT; p++)); do
             if port_open "$p"; then ok=0; break; fi
@@ -125,17 +139,104 @@ EOF
         ! grep -qx "renamed-$tag.bin" "$w/list3.txt" && grep -qx "keep-$tag.bin" "$w/list3.txt"
 }
 
-# Record a check's result (uses $log and sets $failed of the current kind).
+# Record a check's result (uses $log and sets $failed of the current kind); a failure
+# prints the last lines of what the check said.
 check() {
-    local name=$1
+    local name=$1 out
     shift
     echo "== $name: $*" >>"$log"
-    if "$@" >>"$log" 2>&1; then
+    out=$dir/check.out
+    if "$@" >"$out" 2>&1; then
+        cat "$out" >>"$log"
         echo "  ok    $name"
     else
+        cat "$out" >>"$log"
         echo "  FAIL  $name"
+        tail -n 15 "$out" | sed 's/^/        | /'
         failed=1
     fi
+}
+
+# shellcheck disable=SC2317  # called through check
+# Run scripts/ftps-cmd.py STEP... (on the current kind, or $port_override) and succeed when
+# its output has every line given before "--" exactly ("< 550 ..." is a reply line).
+expect_lines() {
+    local want=() out rc=0 w
+    while [[ $1 != -- ]]; do want+=("$1"); shift; done
+    shift
+    out=$("${cmd[@]}" "$@" 2>&1) || rc=$?
+    echo "$out"
+    [[ $rc -eq 0 ]] || { echo "(ftps-cmd.py exit status $rc)"; return 1; }
+    for w in "${want[@]}"; do
+        grep -qxF -- "$w" <<<"$out" || { echo "MISSING LINE: $w"; return 1; }
+    done
+}
+
+# shellcheck disable=SC2317  # called through check
+# Pure-FTPd and pyftpdlib accept data connections without TLS session reuse.
+reuse_not_required() {
+    local out rc=0
+    out=$("${probe[@]}" reuse-required 2>&1) || rc=$?
+    echo "$out"
+    [[ $rc -eq 1 ]] && grep -q 'data connection ACCEPTED' <<<"$out" && grep -q 'with reuse: accepted' <<<"$out"
+}
+
+# Start KIND in DIR with the environment options given as NAME=VALUE words; sets $qport.
+start_extra() {
+    local kind=$1 qdir=$2 base out
+    shift 2
+    base=$(free_base) || return 1
+    out=$(env "$@" "$SCRIPTS/ftp-server.sh" start "$kind" "$qdir" "$base") || return 1
+    STARTED+=("$qdir")
+    read -r _ qport <<<"$out"
+}
+
+# The quirk server bent by FERRY_QUIRKS: two more instances, a few commands each.
+pyftpdlib_quirks() {
+    local qdir=$dir-quirks1 qport saved=("${cmd[@]}") payload_size
+    payload_size=$(stat -c %s "$TMP/payload.bin")
+    if ! start_extra pyftpdlib "$qdir" FERRY_QUIRKS=iis-size,no-feat,sha256,too-many-530,consume,rnto-drop >>"$log" 2>&1; then
+        check "start pyftpdlib with quirks (see $qdir/server.out)" false
+        return
+    fi
+    cmd=(timeout 60 "$PY" "$SCRIPTS/ftps-cmd.py" --port "$qport" --ca "$qdir/certs/ca.pem"
+        --user "$FTP_USER" --password "$FTP_PASSWORD")
+    check "iis-size, no-feat, sha256, too-many-530 replies" expect_lines \
+        "< 550 The system cannot find the file specified." \
+        "< 211 No features" \
+        "< 213 SHA-256 0-$((payload_size - 1)) $PAYLOAD_SHA x.part" \
+        "< 213 $PAYLOAD_SHA" \
+        "  < 530 Sorry, the maximum number of clients (1) for this user are already connected." -- \
+        "TYPE I" "SIZE no-such-file" "FEAT" "@put $TMP/payload.bin x.part" "OPTS HASH SHA-256" \
+        "HASH x.part" "XSHA256 x.part" "@login2"
+    check "consume: a final upload is gone after its 226" expect_lines \
+        "< 226 Transfer complete." "< 550 The system cannot find the file specified." -- \
+        "TYPE I" "@put $TMP/payload.bin y.x12" "SIZE y.x12"
+    check "rnto-drop: RNTO closes the connection without a reply" expect_lines \
+        "< 350 Ready for destination name." "! closed: connection closed by the server" -- \
+        "RNFR x.part" "RNTO x.x12"
+    check "rnto-drop + consume: the rename happened, then the file was consumed" \
+        grep -q "consume: removed /x.x12" "$qdir/pyftpdlib.log"
+    check "consume: nothing left in the root" bash -c "[[ -z \$(ls -A '$qdir/root') ]]"
+
+    qdir=$dir-quirks2
+    if ! start_extra pyftpdlib "$qdir" FERRY_QUIRKS=stor-421-after-data,no-size,no-mlst,lying-hash >>"$log" 2>&1; then
+        check "start pyftpdlib with quirks (see $qdir/server.out)" false
+        cmd=("${saved[@]}")
+        return
+    fi
+    cmd=(timeout 60 "$PY" "$SCRIPTS/ftps-cmd.py" --port "$qport" --ca "$qdir/certs/ca.pem"
+        --user "$FTP_USER" --password "$FTP_PASSWORD")
+    check "stor-421-after-data: 421 and closed after a whole upload" expect_lines \
+        "< 421 Service not available, closing control connection." -- "@put $TMP/payload.bin z.bin"
+    check "stor-421-after-data: the file is complete on disk" cmp "$TMP/payload.bin" "$qdir/root/z.bin"
+    check "no-size, no-mlst replies" expect_lines \
+        "< 502 Command not implemented." '< 500 Command "MLSD" not understood.' -- \
+        "TYPE I" "SIZE z.bin" "MLSD"
+    check "no-size, no-mlst: FEAT lists neither" bash -c "! ${cmd[*]@Q} FEAT | grep -E '^<  (SIZE|MLST)'"
+    check "lying-hash: XSHA256 differs from sha256sum" bash -c \
+        "${cmd[*]@Q} 'XSHA256 z.bin' | grep -E '^< 213 [0-9a-f]{64}\$' | grep -v '$PAYLOAD_SHA'"
+    cmd=("${saved[@]}")
 }
 
 # 1 MiB of random bytes: CR, LF and NUL all occur, so ASCII-mode mangling would show.
@@ -178,10 +279,18 @@ for kind in "${KINDS[@]}"; do
     check "TLS 1.3 negotiable (got $v13)" test "$v13" = TLSv1.3
     v11=$(tls_version "$port" "$dir/certs/ca.pem" "$implicit" tls1_1)
     check "TLS 1.1 refused (got $v11)" test "$v11" = refused
-    check "data connection without TLS session reuse refused" "${probe[@]}" reuse-required
+    cmd=(timeout 60 "$PY" "$SCRIPTS/ftps-cmd.py" --port "$port" --ca "$dir/certs/ca.pem"
+        --user "$FTP_USER" --password "$FTP_PASSWORD")
+    [[ $implicit -eq 1 ]] && cmd+=(--implicit)
+    case $kind in
+    pure-ftpd | pyftpdlib)
+        check "data connection without TLS session reuse accepted ($kind does not check)" reuse_not_required
+        ;;
+    *) check "data connection without TLS session reuse refused" "${probe[@]}" reuse-required ;;
+    esac
     check "lftp TLS 1.2: put/list/get/rename/delete" \
         lftp_roundtrip "$dir" "$port" "$scheme" tls12 "NORMAL:-VERS-ALL:+VERS-TLS1.2"
-    if [[ $kind == proftpd* ]]; then
+    if [[ $kind != vsftpd* ]]; then
         check "lftp TLS 1.3: put/list/get/rename/delete" \
             lftp_roundtrip "$dir" "$port" "$scheme" tls13 "NORMAL:-VERS-ALL:+VERS-TLS1.3"
     fi
@@ -197,6 +306,25 @@ for kind in "${KINDS[@]}"; do
         hash=$("${probe[@]}" hash keep-tls12.bin 2>>"$log") || hash=""
         check "HASH SHA-256 of uploaded file matches sha256sum" test "$hash" = "$PAYLOAD_SHA"
     fi
+
+    case $kind in
+    proftpd-stock)
+        check "STOR over an existing file: 550 Overwrite permission denied" expect_lines \
+            "< 550 keep-tls12.bin: Overwrite permission denied" -- "@put $TMP/payload.bin keep-tls12.bin"
+        check "APPE: 451 Append/Restart not permitted" expect_lines \
+            "< 451 keep-tls12.bin: Append/Restart not permitted, try again" -- "@append $TMP/payload.bin keep-tls12.bin"
+        check "the refused uploads left the file alone" cmp "$TMP/payload.bin" "$dir/root/keep-tls12.bin"
+        ;;
+    pure-ftpd)
+        check "SIZE of a missing file: 550 Can't check for file existence" expect_lines \
+            "< 550 Can't check for file existence" -- "TYPE I" "SIZE no-such-file"
+        check "PROT C data connection refused (521)" expect_lines \
+            "< 521 Data connection cannot be opened with this PROT setting." -- "PROT C" "@list"
+        ;;
+    pyftpdlib)
+        pyftpdlib_quirks
+        ;;
+    esac
 
     "$SCRIPTS/ftp-server.sh" stop "$dir" >>"$log" 2>&1 || true
     # A stopped server may linger as a zombie if PID 1 does not reap; that counts as gone.

@@ -1,10 +1,52 @@
 #!/usr/bin/env bash
-# Start/stop a REAL Debian FTPS server for the interop test tier.
+# Start/stop a REAL FTPS server for the interop test tier.
 #
 # Usage:
 #   scripts/ftp-server.sh start KIND DIR PORT   -> prints "PID PORT" on stdout
 #   scripts/ftp-server.sh stop DIR
-#   KIND: vsftpd-explicit | vsftpd-implicit | proftpd | proftpd-implicit
+#   scripts/ftp-server.sh kill-sessions DIR     SIGKILL the per-session processes, not the master
+#   KIND: vsftpd-explicit | vsftpd-implicit | proftpd | proftpd-implicit |
+#         proftpd-stock | pure-ftpd | pyftpdlib
+#
+# Kinds:
+#   vsftpd-explicit, vsftpd-implicit   Debian vsftpd 3.0.3 (installed package)
+#   proftpd, proftpd-implicit          ProFTPD 1.3.8 (dpkg -x), with AllowOverwrite on,
+#                                      AllowStoreRestart on, HASH/XSHA256 (mod_digest)
+#   proftpd-stock                      the same ProFTPD with ProFTPD's compiled defaults for
+#                                      uploads (no AllowOverwrite, no AllowStoreRestart): STOR,
+#                                      and REST+STOR, over an existing file answer "550 NAME:
+#                                      Overwrite permission denied"; APPE "451 NAME:
+#                                      Append/Restart not permitted, try again". With
+#                                      FERRY_PROFTPD_EXTRA="AllowOverwrite on", REST+STOR over
+#                                      an existing file answers that 451 too.
+#   pure-ftpd                          Pure-FTPd 1.0.50 (dpkg -x), -Y 3 (TLS required on control
+#                                      and data), virtual user in a per-DIR PureDB mapped to the
+#                                      test user, chrooted to DIR/root; no TLS session reuse
+#                                      required on data connections (it has no such option)
+#   pyftpdlib                          scripts/quirk-ftp-server.py (Debian python3-pyftpdlib),
+#                                      TLS required on control and data, replies bent by
+#                                      FERRY_QUIRKS (see that script's header)
+#
+# Quirk options (environment, read by `start`):
+#   FERRY_VSFTPD_EXTRA    vsftpd-*: lines appended to vsftpd.conf (newline-separated), e.g.
+#                         "cmds_denied=SIZE" or "max_per_ip=1". vsftpd lists are comma-separated
+#                         with NO spaces ("cmds_denied=SIZE,MDTM"); a later line wins over the
+#                         default above it (e.g. "require_ssl_reuse=NO").
+#   FERRY_PROFTPD_EXTRA   proftpd*: lines inserted at top level of proftpd.conf, after the
+#                         defaults (e.g. "MaxClientsPerUser 1", or a <Limit HASH> block).
+#                         ProFTPD keeps the FIRST occurrence of a directive: an extra line
+#                         cannot override a default above ("AllowStoreRestart off" on kind
+#                         proftpd has no effect); start from proftpd-stock and add what you
+#                         want on instead (e.g. "AllowOverwrite on").
+#   FERRY_PROFTPD_DIGEST  proftpd*: replaces the content of the <IfModule mod_digest.c> block
+#                         (default "DigestEngine on" + "DigestAlgorithms all"), e.g.
+#                         "DigestEngine on"$'\n'"DigestAlgorithms all"$'\n'"DigestMaxSize 1024"
+#                         or "DigestEngine off".
+#   FERRY_PUREFTPD_EXTRA  pure-ftpd: extra command-line options (split at blanks), e.g.
+#                         "-y 1:0" (one session per user), "-C 1" (one per IP), "-G" (no rename),
+#                         "-0" (upload to a temp file, switch atomically).
+#   FERRY_QUIRKS          pyftpdlib: comma-separated quirk names (quirk-ftp-server.py).
+#   FERRY_PASV_COUNT      passive ports per server (default 20)
 #
 # DIR is a per-test working directory owned by the caller (created if
 # missing; `start` adds o+x (traverse, not read) to DIR and to any parent that
@@ -21,16 +63,20 @@
 #   DIR/server.pid     PID of the server's master process
 #   DIR/server.out     server stdout/stderr
 #   DIR/*.conf, DIR/*.log  configuration and logs of the server
+# `start` on a DIR whose server was stopped keeps DIR/root and the certificates:
+# stop + start on the same PORT is a server restart.
 #
 # Network: control on 127.0.0.1:PORT only; passive data ports
 # PORT+1 .. PORT+FERRY_PASV_COUNT (default 20), PASV address 127.0.0.1.
 # So give each test a block of PORT..PORT+20 that no other test uses.
 #
 # Login: local system user FERRY_TEST_USER (default ferrytest) with password
-# FERRY_TEST_PASSWORD (default ferrytest-pw), created if missing. TLS is
-# required on control and data connections, and data connections must
-# resume the control connection's TLS session (vsftpd require_ssl_reuse,
-# ProFTPD TLSRequired without NoSessionReuseRequired).
+# FERRY_TEST_PASSWORD (default ferrytest-pw), created if missing (Pure-FTPd and
+# pyftpdlib: a virtual user of that name and password, files owned by that
+# user). TLS is required on control and data connections; for vsftpd and
+# ProFTPD data connections must also resume the control connection's TLS
+# session (vsftpd require_ssl_reuse, ProFTPD TLSRequired without
+# NoSessionReuseRequired); Pure-FTPd and pyftpdlib do not check reuse.
 #
 # Must run as root (PAM/shadow logins, chroot, setuid to the test user).
 # Needs scripts/install-test-deps.sh to have run.
@@ -40,6 +86,7 @@ SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${FERRY_TEST_CACHE:-/opt/ferry-test}
 PROFTPD_ROOT=$CACHE/proftpd/root
 PROFTPD_MODULES=$CACHE/proftpd/modules
+PUREFTPD_ROOT=$CACHE/pure-ftpd/root
 FTP_USER=${FERRY_TEST_USER:-ferrytest}
 FTP_PASSWORD=${FERRY_TEST_PASSWORD:-ferrytest-pw}
 PASV_COUNT=${FERRY_PASV_COUNT:-20}
@@ -54,7 +101,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -197,13 +244,25 @@ ssl_sslv2=NO
 ssl_sslv3=NO
 ssl_tlsv1=YES
 EOF
+    if [[ -n ${FERRY_VSFTPD_EXTRA:-} ]]; then
+        printf '# FERRY_VSFTPD_EXTRA:\n%s\n' "$FERRY_VSFTPD_EXTRA" >>"$conf"
+    fi
     chown root:root "$conf"
     chmod 600 "$conf"
 }
 
 write_proftpd_conf() {
-    local kind=$1 dir=$2 port=$3 conf=$2/proftpd.conf implicit=""
+    local kind=$1 dir=$2 port=$3 conf=$2/proftpd.conf implicit="" uploads digest
     [[ $kind == proftpd-implicit ]] && implicit="TLSOptions UseImplicitSSL"
+    # STOR over an existing name and REST for STOR; proftpd-stock keeps ProFTPD's
+    # compiled defaults (both off).
+    uploads="AllowOverwrite          on
+AllowStoreRestart       on"
+    [[ $kind == proftpd-stock ]] && uploads="# proftpd-stock: no AllowOverwrite / AllowStoreRestart (compiled defaults: off)"
+    # HASH plus XCRC/XMD5/XSHA1/XSHA256/XSHA512 in FEAT. HASH default algorithm stays
+    # ProFTPD's stock SHA-1: clients pick SHA-256 with OPTS HASH SHA-256.
+    digest=${FERRY_PROFTPD_DIGEST:-"  DigestEngine          on
+  DigestAlgorithms      all"}
     cat >"$conf" <<EOF
 # Written by scripts/ftp-server.sh ($kind). ProFTPD from dpkg -x (never installed).
 ServerName              "ferry test ProFTPD"
@@ -239,8 +298,7 @@ UseFtpUsers             off
 # Chroot every login into DIR/root.
 DefaultRoot             $dir/root
 # STOR over an existing name, REST for STOR/RETR; RNFR/RNTO/DELE/MKD/SIZE/MDTM are allowed by default.
-AllowOverwrite          on
-AllowStoreRestart       on
+$uploads
 AllowRetrieveRestart    on
 # Passive only on loopback, ports PORT+1..PORT+$PASV_COUNT.
 PassivePorts            $((port + 1)) $((port + PASV_COUNT))
@@ -260,15 +318,51 @@ MasqueradeAddress       $HOST
   $implicit
 </IfModule>
 
+# FERRY_PROFTPD_EXTRA:
+${FERRY_PROFTPD_EXTRA:-}
+
 <IfModule mod_digest.c>
-  # HASH plus XCRC/XMD5/XSHA1/XSHA256/XSHA512 in FEAT. HASH default algorithm stays
-  # ProFTPD's stock SHA-1: clients pick SHA-256 with OPTS HASH SHA-256.
-  DigestEngine          on
-  DigestAlgorithms      all
+$digest
 </IfModule>
 EOF
     chown root:root "$conf"
     chmod 600 "$conf"
+}
+
+# Pure-FTPd: a PureDB with one virtual user (test user's name and password) mapped to the
+# test user's uid/gid, home DIR/root/./ ("/./": chroot there). SHA-512 crypt, not pure-pw's
+# default argon2id (deliberately slow: about a second per login).
+write_pureftpd_db() {
+    local dir=$1 uid gid hash
+    uid=$(id -u "$FTP_USER")
+    gid=$(id -g "$FTP_USER")
+    hash=$(printf '%s' "$FTP_PASSWORD" | openssl passwd -6 -stdin)
+    (
+        umask 077
+        printf '%s:%s:%s:%s::%s/./::::::::::::\n' "$FTP_USER" "$hash" "$uid" "$gid" "$dir/root" >"$dir/pureftpd.passwd"
+    )
+    rm -f "$dir/pureftpd.pdb"
+    "$PUREFTPD_ROOT/usr/bin/pure-pw" mkdb "$dir/pureftpd.pdb" -f "$dir/pureftpd.passwd" >/dev/null ||
+        die "pure-pw mkdb failed"
+}
+
+# The command line of a foreground Pure-FTPd (no config file: the Debian wrapper is not used).
+pureftpd_args() {
+    local dir=$1 port=$2 extra=()
+    # shellcheck disable=SC2206  # word splitting of the extra options is intended
+    [[ -n ${FERRY_PUREFTPD_EXTRA:-} ]] && extra=($FERRY_PUREFTPD_EXTRA)
+    PUREFTPD_ARGS=(
+        -S "$HOST,$port" -4 -H                 # 127.0.0.1:PORT, IPv4 only, no DNS lookups
+        -p "$((port + 1)):$((port + PASV_COUNT))" -P "$HOST"   # passive range and address
+        -Y 3                                   # TLS required on control AND data (-Y 2: control only)
+        -2 "$dir/certs/server.pem,$dir/certs/server.key"
+        -l "puredb:$dir/pureftpd.pdb"          # virtual user only (no unix/PAM logins)
+        -E -A                                  # no anonymous; chroot everyone
+        -g "$dir/pure-ftpd.pid"
+        -O "clf:$dir/pure-ftpd-xfer.log"       # transfer log; the protocol log only goes to syslog
+        -f none                                # no syslog (none in a container)
+        "${extra[@]}"
+    )
 }
 
 cmd_start() {
@@ -281,11 +375,19 @@ cmd_start() {
     vsftpd-explicit | vsftpd-implicit)
         command -v vsftpd >/dev/null || [[ -x /usr/sbin/vsftpd ]] || die "vsftpd missing: run scripts/install-test-deps.sh"
         ;;
-    proftpd | proftpd-implicit)
+    proftpd | proftpd-implicit | proftpd-stock)
         [[ -x $PROFTPD_ROOT/usr/sbin/proftpd && -f $PROFTPD_MODULES/mod_tls.so ]] ||
             die "ProFTPD missing in $CACHE/proftpd: run scripts/install-test-deps.sh"
         ;;
-    *) die "unknown KIND '$kind' (vsftpd-explicit|vsftpd-implicit|proftpd|proftpd-implicit)" ;;
+    pure-ftpd)
+        [[ -x $PUREFTPD_ROOT/usr/sbin/pure-ftpd && -x $PUREFTPD_ROOT/usr/bin/pure-pw ]] ||
+            die "Pure-FTPd missing in $CACHE/pure-ftpd: run scripts/install-test-deps.sh"
+        ;;
+    pyftpdlib)
+        /usr/bin/python3 -c 'import pyftpdlib.handlers, OpenSSL' 2>/dev/null ||
+            die "python3-pyftpdlib / python3-openssl missing: run scripts/install-test-deps.sh"
+        ;;
+    *) die "unknown KIND '$kind' (vsftpd-explicit|vsftpd-implicit|proftpd|proftpd-implicit|proftpd-stock|pure-ftpd|pyftpdlib)" ;;
     esac
 
     mkdir -p "$dir"
@@ -332,6 +434,24 @@ cmd_start() {
         "$PROFTPD_ROOT/usr/sbin/proftpd" -n -q -c "$dir/proftpd.conf" </dev/null >"$dir/server.out" 2>&1 &
         pid=$!
         ;;
+    pure-ftpd)
+        write_pureftpd_db "$dir"
+        pureftpd_args "$dir" "$port"
+        rm -f "$dir/pure-ftpd.pid"
+        # Without -B it stays in the foreground; the command line is kept for debugging.
+        printf '%q ' "$PUREFTPD_ROOT/usr/sbin/pure-ftpd" "${PUREFTPD_ARGS[@]}" >"$dir/pure-ftpd.cmdline"
+        echo >>"$dir/pure-ftpd.cmdline"
+        "$PUREFTPD_ROOT/usr/sbin/pure-ftpd" "${PUREFTPD_ARGS[@]}" </dev/null >"$dir/server.out" 2>&1 &
+        pid=$!
+        ;;
+    pyftpdlib)
+        # Loads the key as root, binds, then runs as the test user; FERRY_QUIRKS passes through.
+        /usr/bin/python3 "$SCRIPTS/quirk-ftp-server.py" --host "$HOST" --port "$port" \
+            --pasv-count "$PASV_COUNT" --root "$dir/root" --user "$FTP_USER" --password "$FTP_PASSWORD" \
+            --cert "$dir/certs/server.pem" --key "$dir/certs/server.key" --log "$dir/pyftpdlib.log" \
+            --run-as "$FTP_USER" </dev/null >"$dir/server.out" 2>&1 &
+        pid=$!
+        ;;
     esac
     echo "$pid" >"$dir/server.pid"
 
@@ -363,6 +483,7 @@ PASSWORD=$FTP_PASSWORD
 ROOT=$dir/root
 CA=$dir/certs/ca.pem
 PID=$pid
+QUIRKS=${FERRY_QUIRKS:-}
 EOF
     echo "$pid $port"
 }
@@ -391,8 +512,36 @@ cmd_stop() {
         done
         if alive "$pid"; then die "pid $pid did not exit"; fi
     fi
-    # ProFTPD leaves its own PidFile behind when killed.
-    rm -f "$dir/server.pid" "$dir/proftpd.pid"
+    # ProFTPD and Pure-FTPd leave their own pid files behind when killed.
+    rm -f "$dir/server.pid" "$dir/proftpd.pid" "$dir/pure-ftpd.pid"
+}
+
+# SIGKILL every descendant of the master (vsftpd, ProFTPD, Pure-FTPd: one process tree per
+# session) but not the master itself, which keeps accepting. pyftpdlib serves every session
+# in one process: it gets SIGUSR1 and drops all its connections without a reply.
+cmd_kill_sessions() {
+    [[ $# -eq 1 ]] || usage
+    local dir=$1 pid pids p i
+    [[ -f $dir/server.pid ]] || die "no server.pid in $dir (not running)"
+    pid=$(cat "$dir/server.pid")
+    [[ $pid =~ ^[0-9]+$ ]] || die "bad pid in $dir/server.pid"
+    alive "$pid" || die "server pid $pid is not running"
+    if grep -qx 'KIND=pyftpdlib' "$dir/server.env" 2>/dev/null; then
+        kill -USR1 "$pid"
+        # It polls for the signal every 50 ms.
+        sleep 0.2
+        return 0
+    fi
+    mapfile -t pids < <(descendants "$pid")
+    [[ ${#pids[@]} -eq 0 ]] && return 0
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    # Return once they are gone (zombies count as gone), so the caller's next step sees it.
+    for ((i = 0; i < 50; i++)); do
+        for p in "${pids[@]}"; do alive "$p" && break; done
+        alive "$p" || break
+        sleep 0.05
+    done
+    echo "${pids[*]}"
 }
 
 [[ $# -ge 1 ]] || usage
@@ -401,5 +550,6 @@ shift
 case $action in
 start) cmd_start "$@" ;;
 stop) cmd_stop "$@" ;;
+kill-sessions) cmd_kill_sessions "$@" ;;
 *) usage ;;
 esac

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Install what the interop test tier needs: vsftpd (installed), ProFTPD
-# (unpacked only, never installed), aiosmtpd, openssl, and lftp/curl for
-# sanity checks. Idempotent: work already done is skipped.
+# Install what the interop test tier needs: vsftpd (installed), ProFTPD and
+# Pure-FTPd (unpacked only, never installed), pyftpdlib with pyOpenSSL (for
+# scripts/quirk-ftp-server.py), aiosmtpd, openssl, and lftp/curl for sanity
+# checks. Idempotent: work already done is skipped.
 #
 # Usage: sudo scripts/install-test-deps.sh
 # Env:   FERRY_TEST_CACHE  cache root (default /opt/ferry-test)
 #
 # Result: ProFTPD binary at $FERRY_TEST_CACHE/proftpd/root/usr/sbin/proftpd,
-#         all its modules (core + crypto) in $FERRY_TEST_CACHE/proftpd/modules.
+#         all its modules (core + crypto) in $FERRY_TEST_CACHE/proftpd/modules;
+#         Pure-FTPd at $FERRY_TEST_CACHE/pure-ftpd/root/usr/sbin/pure-ftpd
+#         (and pure-pw in .../usr/bin/pure-pw).
 set -euo pipefail
 
 # Root is needed for apt and, later, for the servers themselves (PAM, setuid).
@@ -20,8 +23,12 @@ CACHE=${FERRY_TEST_CACHE:-/opt/ferry-test}
 PROFTPD_DIR=$CACHE/proftpd
 # proftpd-core holds mod_digest.so; proftpd-mod-crypto holds mod_tls.so (checked on bookworm).
 PROFTPD_PKGS=(proftpd-core proftpd-mod-crypto)
+PUREFTPD_DIR=$CACHE/pure-ftpd
+# pure-ftpd holds the server and pure-pw; pure-ftpd-common (init wrapper, perl) is not needed.
+PUREFTPD_PKGS=(pure-ftpd)
 # vsftpd is the one FTP server we really install; the others conflict with it as packages.
-APT_PKGS=(vsftpd python3-aiosmtpd openssl lftp curl ca-certificates)
+# python3-pyftpdlib + python3-openssl: the scriptable quirk server (TLS_FTPHandler needs pyOpenSSL).
+APT_PKGS=(vsftpd python3-aiosmtpd python3-pyftpdlib python3-openssl openssl lftp curl ca-certificates)
 
 # No prompts from debconf, ever.
 export DEBIAN_FRONTEND=noninteractive
@@ -45,6 +52,43 @@ proftpd_ready() {
         [[ -e $f ]] || return 1
         # ldd prints "not found" for every missing shared library.
         if ldd "$f" 2>/dev/null | grep -q 'not found'; then return 1; fi
+    done
+}
+
+# True when the unpacked Pure-FTPd (server and pure-pw) is complete and its libraries resolve.
+pureftpd_ready() {
+    local f
+    for f in "$PUREFTPD_DIR/root/usr/sbin/pure-ftpd" "$PUREFTPD_DIR/root/usr/bin/pure-pw"; do
+        [[ -x $f ]] || return 1
+        if ldd "$f" 2>/dev/null | grep -q 'not found'; then return 1; fi
+    done
+}
+
+# Download debs ($2...) into $1/debs and dpkg -x them into $1/root (fresh); sets the global
+# array lib_deps to their missing lib* runtime dependencies (first alternative only).
+unpack_debs() {
+    local dir=$1 deb dep
+    shift
+    mkdir -p "$dir/debs"
+    rm -rf "$dir/root"
+    rm -f "$dir"/debs/*.deb
+    log "downloading $*"
+    # apt-get download writes to the current directory; run it as root to avoid the _apt sandbox warning.
+    (cd "$dir/debs" && apt-get download -qq -o APT::Sandbox::User=root "$@")
+    mkdir -p "$dir/root"
+    lib_deps=()
+    for deb in "$dir"/debs/*.deb; do
+        dpkg -x "$deb" "$dir/root"
+        # Runtime libraries from Depends (first alternative, version dropped); only lib* packages,
+        # which never conflict with vsftpd, and not the server package itself.
+        while IFS= read -r dep; do
+            dep=${dep%%|*}
+            dep=${dep%%(*}
+            dep=${dep// /}
+            dep=${dep%%:*}
+            # Only the missing ones: installing present ones would upgrade them as a side effect.
+            if [[ $dep == lib* ]] && ! all_installed "$dep"; then lib_deps+=("$dep"); fi
+        done < <(dpkg-deb -f "$deb" Depends | tr ',' '\n')
     done
 }
 
@@ -81,32 +125,14 @@ if proftpd_ready; then
     log "ProFTPD already unpacked in $PROFTPD_DIR"
 else
     apt_update_once
-    mkdir -p "$PROFTPD_DIR/debs"
-    rm -rf "$PROFTPD_DIR/root" "$PROFTPD_DIR/modules"
-    rm -f "$PROFTPD_DIR"/debs/*.deb
-    log "downloading ${PROFTPD_PKGS[*]}"
-    # apt-get download writes to the current directory; run it as root to avoid the _apt sandbox warning.
-    (cd "$PROFTPD_DIR/debs" && apt-get download -qq -o APT::Sandbox::User=root "${PROFTPD_PKGS[@]}")
-    mkdir -p "$PROFTPD_DIR/root" "$PROFTPD_DIR/modules"
-    deps=()
-    for deb in "$PROFTPD_DIR"/debs/*.deb; do
-        dpkg -x "$deb" "$PROFTPD_DIR/root"
-        # Runtime libraries from Depends (first alternative, version dropped); only lib* packages,
-        # which never conflict with vsftpd, and not proftpd-* itself.
-        while IFS= read -r dep; do
-            dep=${dep%%|*}
-            dep=${dep%%(*}
-            dep=${dep// /}
-            dep=${dep%%:*}
-            # Only the missing ones: installing present ones would upgrade them as a side effect.
-            if [[ $dep == lib* ]] && ! all_installed "$dep"; then deps+=("$dep"); fi
-        done < <(dpkg-deb -f "$deb" Depends | tr ',' '\n')
-    done
+    rm -rf "$PROFTPD_DIR/modules"
+    unpack_debs "$PROFTPD_DIR" "${PROFTPD_PKGS[@]}"
+    mkdir -p "$PROFTPD_DIR/modules"
     # One folder with the .so files of both packages, for ProFTPD's ModulePath.
     cp -a "$PROFTPD_DIR"/root/usr/lib/proftpd/*.so "$PROFTPD_DIR/modules/"
-    if [[ ${#deps[@]} -gt 0 ]]; then
-        log "installing ProFTPD runtime libraries: ${deps[*]}"
-        apt-get install -y -qq --no-install-recommends "${deps[@]}" >/dev/null
+    if [[ ${#lib_deps[@]} -gt 0 ]]; then
+        log "installing ProFTPD runtime libraries: ${lib_deps[*]}"
+        apt-get install -y -qq --no-install-recommends "${lib_deps[@]}" >/dev/null
     fi
     # Record the version unpacked, for reports and debugging.
     dpkg-deb -f "$PROFTPD_DIR"/debs/proftpd-core_*.deb Version >"$PROFTPD_DIR/VERSION"
@@ -118,7 +144,28 @@ else
     log "ProFTPD $(cat "$PROFTPD_DIR/VERSION") unpacked in $PROFTPD_DIR"
 fi
 
+# 3. Pure-FTPd unpacked (dpkg -x), never installed: it conflicts with vsftpd (ftp-server).
+if pureftpd_ready; then
+    log "Pure-FTPd already unpacked in $PUREFTPD_DIR"
+else
+    apt_update_once
+    unpack_debs "$PUREFTPD_DIR" "${PUREFTPD_PKGS[@]}"
+    if [[ ${#lib_deps[@]} -gt 0 ]]; then
+        log "installing Pure-FTPd runtime libraries: ${lib_deps[*]}"
+        apt-get install -y -qq --no-install-recommends "${lib_deps[@]}" >/dev/null
+    fi
+    dpkg-deb -f "$PUREFTPD_DIR"/debs/pure-ftpd_*.deb Version >"$PUREFTPD_DIR/VERSION"
+    if ! pureftpd_ready; then
+        log "Pure-FTPd unpacked but not usable; missing libraries:"
+        ldd "$PUREFTPD_DIR/root/usr/sbin/pure-ftpd" "$PUREFTPD_DIR/root/usr/bin/pure-pw" | grep 'not found' >&2 || true
+        exit 1
+    fi
+    log "Pure-FTPd $(cat "$PUREFTPD_DIR/VERSION") unpacked in $PUREFTPD_DIR"
+fi
+
 log "vsftpd:  $(command -v vsftpd || echo /usr/sbin/vsftpd) ($(dpkg-query -W -f='${Version}' vsftpd))"
 log "proftpd: $PROFTPD_DIR/root/usr/sbin/proftpd, modules in $PROFTPD_DIR/modules"
+log "pure-ftpd: $PUREFTPD_DIR/root/usr/sbin/pure-ftpd ($(cat "$PUREFTPD_DIR/VERSION"))"
+log "pyftpdlib: $(dpkg-query -W -f='${Version}' python3-pyftpdlib), pyOpenSSL $(dpkg-query -W -f='${Version}' python3-openssl)"
 log "aiosmtpd: /usr/bin/python3 -m aiosmtpd ($(dpkg-query -W -f='${Version}' python3-aiosmtpd))"
 log "done"
