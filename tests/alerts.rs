@@ -504,3 +504,41 @@ async fn implicit_tls_smtp_delivers_the_alert() {
         "[ferry] FAILED acme-837-out: 1 file not delivered"
     );
 }
+
+/// Push scenario 9: an error of the whole run (here the outbound folder is a
+/// regular file) is alerted like an unreachable server, and `once` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_as_a_whole_is_emailed_like_an_unreachable_server() {
+    if !available() {
+        return;
+    }
+    let smtp = SmtpServer::start("starttls");
+    let (_srv, s) = failing_setup(&mail_yaml(
+        smtp.port,
+        "starttls",
+        Some(&smtp.ca_file()),
+        "1h",
+    ))
+    .await;
+    let engine = engine_with_mail(&s).await;
+    // Valid when loaded; then the folder is replaced by a file under the agent.
+    let cfg = s.config();
+    let job = &cfg.jobs["acme-837-out"];
+    std::fs::remove_dir_all(s.local("outbox")).ok();
+    std::fs::write(s.local("outbox"), b"not a folder").unwrap();
+    let r = engine
+        .run_job(job, Trigger::Once, RunOptions::default())
+        .await;
+    engine
+        .alerter
+        .after_run(job, &r, &ferry::transfer::next_run_text(job));
+    let err = r
+        .connection_error
+        .clone()
+        .expect("the run failed as a whole");
+    assert!(err.contains("cannot create local_dir"), "{err}");
+    let msgs = smtp.wait_for(1, Duration::from_secs(15));
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(header(&msgs[0], "Subject").starts_with("[ferry] FAILED acme-837-out"));
+    assert!(msgs[0].contains("cannot create local_dir"), "{}", msgs[0]);
+}

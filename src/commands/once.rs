@@ -104,6 +104,7 @@ fn render(r: &RunReport, server: &str) -> String {
                 skipped += 1;
                 continue;
             }
+            FileStatus::Superseded => continue,
         };
         let _ = writeln!(s, "  {label:<10} {}  {detail}", f.name);
         if let (FileStatus::Delivered, Some(note)) = (&f.status, &f.note) {

@@ -740,6 +740,15 @@ impl Ledger {
         )
     }
 
+    /// Failed push records that left a temp file of theirs on the server.
+    pub fn failed_with_temp(&self, job: &str) -> anyhow::Result<Vec<FileRow>> {
+        self.file_rows(
+            "job = ?1 AND direction = 'push' AND state = 'failed' AND intent = 'upload'
+             AND temp_path IS NOT NULL",
+            &[&job],
+        )
+    }
+
     /// The newest held record of `name` in `job`.
     pub fn held_file(&self, job: &str, name: &str) -> anyhow::Result<Option<FileRow>> {
         Ok(self

@@ -105,6 +105,9 @@ pub enum FileStatus {
     Failed {
         error: String,
     },
+    /// An older record of a file that changed before its delivery finished:
+    /// its partial upload was removed; the new file is its own delivery.
+    Superseded,
     /// ferry cannot know whether the partner got it: it waits for
     /// `ferry confirm` or `ferry resend`.
     Held {

@@ -89,6 +89,31 @@ pub(super) async fn run(
         });
     }
 
+    // Failed deliveries whose local file changed since: their partial uploads
+    // are removed from the server (the new file is a delivery of its own).
+    for row in engine.ledger(|l| l.failed_with_temp(&job.name))? {
+        let path = row
+            .local_path
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| job.local_dir.join(&row.name));
+        let intact = LocalFile::stat(&path)
+            .is_ok_and(|now| now.size == row.size && Some(now.mtime_key()) == row.mtime);
+        if !intact {
+            items.push(PushItem {
+                id: row.id,
+                local: LocalFile {
+                    name: row.name.clone(),
+                    path,
+                    size: row.size,
+                    mtime: parse_mtime(row.mtime.as_deref()),
+                    ino: 0,
+                },
+                abandon: true,
+            });
+        }
+    }
+
     // 2. What is ready in the outbound folder now (created if missing: check
     // accepted it as creatable, and a watcher needs it to exist).
     std::fs::create_dir_all(&job.local_dir)
@@ -287,14 +312,7 @@ impl Attempt<PushItem> for PushAttempt<'_> {
         let mut note = None;
         loop {
             plan = match plan {
-                Plan::Abandon => {
-                    if let Some(t) = d.row.temp_path.clone()
-                        && remote.stat(&t).await?.is_some()
-                    {
-                        let _ = remote.delete(&t).await;
-                    }
-                    return Err(Failure::Permanent(CHANGED.into()));
-                }
+                Plan::Abandon => return d.abandon(remote).await,
                 Plan::Upload { offset, discard } => {
                     if offset > 0 {
                         note = Some(format!("resumed at byte {offset}"));
@@ -721,6 +739,39 @@ impl<'a> Delivery<'a> {
             )
         })?;
         Ok(())
+    }
+
+    /// Removes this delivery's temp file and gives the record up: the local
+    /// file changed, and the new one is a delivery of its own.
+    async fn abandon(&self, remote: &mut dyn Remote) -> Result<FileOutcome, Failure> {
+        if let Some(t) = &self.row.temp_path
+            && remote.stat(t).await?.is_some()
+        {
+            remote.delete(t).await?;
+            info!(job = %self.job.name, file = %self.item.local.name, temp = %t, "removed the partial upload of a file that changed since");
+        }
+        self.engine.ledger(|l| {
+            l.step(
+                self.row.id,
+                &Step {
+                    state: FileState::Failed,
+                    error: Some(CHANGED),
+                    intent: Some(None),
+                    temp_path: Some(None),
+                    ..Step::default()
+                },
+            )
+        })?;
+        Ok(FileOutcome {
+            name: self.item.local.name.clone(),
+            remote_path: self.final_path.clone(),
+            bytes: self.row.size,
+            sha256: self.row.sha256.clone(),
+            verified: Verified::None,
+            attempts: self.row.attempts,
+            status: FileStatus::Superseded,
+            note: Some(CHANGED.into()),
+        })
     }
 
     fn delivered(&self, level: Verified, note: &str) -> Result<(), Failure> {

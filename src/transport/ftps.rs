@@ -573,7 +573,7 @@ impl Remote for FtpsSession {
             .map(Some)
             .map_err(|why| TransportError::Server {
                 step: line,
-                code: reply.status.code(),
+                code: reply_code(&reply),
                 text: format!("{why}: {text}"),
             })
     }
@@ -747,6 +747,20 @@ pub(crate) fn parse_hash_reply(
     Ok(out)
 }
 
+/// The reply's code. suppaftp knows only the codes RFC 959 lists and gives 0
+/// for others (ProFTPD's `556` for HASH), so those are read from the reply itself.
+fn reply_code(r: &suppaftp::types::Response) -> u32 {
+    match r.status.code() {
+        0 => r
+            .body
+            .get(..3)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+        c => c,
+    }
+}
+
 fn reply_text(r: &suppaftp::types::Response) -> String {
     String::from_utf8_lossy(&r.body).trim().to_string()
 }
@@ -806,7 +820,7 @@ fn map_error(
         }
         FtpError::UnexpectedResponse(r) => {
             // Decided by the reply code as RFC 959 defines it, never by its text.
-            let code = r.status.code();
+            let code = reply_code(&r);
             let text = reply_text(&r);
             let path = path.unwrap_or("").to_string();
             match code {
