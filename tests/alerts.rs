@@ -130,7 +130,9 @@ async fn a_failed_file_sends_one_email_with_what_an_operator_needs() {
         "Direction:   push (",
         "denied-claims.837  14 bytes  sha256 ",
         "attempts 2",
-        "last error: permission denied on '/inbound/denied-claims.837.part'",
+        // The temp name is this delivery's own: denied-claims.837.f<id>-<tag>.part.
+        "last error: the server refused '/inbound/denied-claims.837.f",
+        "Permission denied",
         "Next scheduled run: ",
         "ferry history --job acme-837-out",
     ] {

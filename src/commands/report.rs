@@ -22,6 +22,8 @@ struct JobStatus {
     waiting: u64,
     /// Files whose last attempt failed.
     failed: u64,
+    /// Files waiting for an operator's `ferry confirm` or `ferry resend`.
+    held: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +81,7 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                 .map(crate::ledger::rfc3339),
             waiting,
             failed: counts.failed,
+            held: counts.held,
         });
     }
     if json {
@@ -109,7 +112,11 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                     .as_deref()
                     .map_or_else(|| next_without_schedule(cfg, &r.job), short_time),
                 r.waiting.to_string(),
-                r.failed.to_string(),
+                if r.held > 0 {
+                    format!("{} +{} held", r.failed, r.held)
+                } else {
+                    r.failed.to_string()
+                },
             ]
         })
         .collect();

@@ -22,7 +22,7 @@ pub enum TransportError {
     #[error("login refused for user '{user}': {reply}")]
     LoginRefused { user: String, reply: String },
 
-    #[error("permission denied on '{path}': {code} {reply}")]
+    #[error("permission denied on '{path}': {reply}")]
     PermissionDenied {
         path: String,
         code: u32,
@@ -32,7 +32,7 @@ pub enum TransportError {
     /// A 450/550 reply: "file unavailable". RFC 959 does not say whether the
     /// file is missing or forbidden, so no decision rests on this kind alone:
     /// presence is asked with a listing.
-    #[error("the server refused '{path}': {code} {reply}")]
+    #[error("the server refused '{path}': {reply}")]
     FileUnavailable {
         path: String,
         code: u32,
@@ -51,7 +51,7 @@ pub enum TransportError {
 
     /// `421`: the server closes the control connection (too many sessions,
     /// shutting down). RFC 959 makes it transient: worth another try later.
-    #[error("the server closed the session while {step}: 421 {text}")]
+    #[error("the server closed the session while {step}: {text}")]
     Unavailable { step: String, text: String },
 
     #[error("the server does not offer {what}")]

@@ -194,7 +194,7 @@ impl FtpsSession {
                 FtpError::UnexpectedResponse(r) if r.status.code() != 421 => {
                     TransportError::LoginRefused {
                         user: server.user.clone(),
-                        reply: format!("{} {}", r.status.code(), reply_text(&r)),
+                        reply: reply_text(&r),
                     }
                 }
                 e => self.map(e, "logging in", None),
