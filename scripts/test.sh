@@ -19,3 +19,11 @@ fi
 # builds only as a test harness.
 cargo build --examples
 cargo test --all-targets --no-fail-fast "$@"
+
+# The kill -9 campaign in its short form (the README shows the long one):
+# push batches killed mid-run and servers restarted, every file checked
+# against a manifest on the real servers. Needs root, like the servers.
+if [ "$(id -u)" = 0 ]; then
+    python3 bench/kill-campaign.py --quick --cycles 3 --files 40 \
+        --campaign push-vsftpd --campaign push-proftpd --campaign push-consume
+fi
