@@ -141,9 +141,12 @@ finally block, also on SIGINT/SIGTERM; every ferry child runs in its own
 process group and is killed; every wait has a timeout; control ports are
 drawn outside the kernel's ephemeral range with PORT..PORT+20 free.
 
-Run time (this 2-core machine, debug build, the rest of the machine busy
-compiling): `--quick --cycles 3 --files 40 --campaign all` about 2 minutes
-when ferry is healthy; much longer when it is not (retries, clean runs).
+Run time (2-core machine, debug build, compilations running beside it):
+`--quick --cycles 3 --files 40 --campaign all` took 94-114 s (about 10 s per
+campaign); the same with an older build that left files failing took 434 s
+(retries, 11 clean runs each, the agent's full 120 s). `--cycles 10` (200
+files and two big ones per batch) took about 100 s per push campaign, so a
+default run of the four push campaigns (50 cycles) needs roughly 30-40 min.
 """
 
 import argparse

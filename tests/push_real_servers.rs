@@ -68,6 +68,11 @@ struct Cut {
     /// Uploads still to cut.
     left: Arc<AtomicU64>,
     after: u64,
+    /// Deletes still to fail with a lost connection (the session dies).
+    deletes_lost: Arc<AtomicU64>,
+    /// What the server offers, as this wrapper tells ferry.
+    caps: Capabilities,
+    dead: bool,
 }
 
 struct CutReader<'a> {
@@ -131,6 +136,17 @@ impl Remote for Cut {
         self.inner.rename(from, to).await
     }
     async fn delete(&mut self, path: &str) -> transport::Result<()> {
+        let lost = self
+            .deletes_lost
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
+            self.dead = true;
+            return Err(transport::TransportError::Connection {
+                step: format!("deleting {path}"),
+                detail: "cut by the test".into(),
+            });
+        }
         self.inner.delete(path).await
     }
     async fn mkdir(&mut self, path: &str) -> transport::Result<()> {
@@ -143,7 +159,7 @@ impl Remote for Cut {
         self.inner.sha256(path).await
     }
     fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
+        &self.caps
     }
     fn quirks(&self) -> Quirks {
         self.inner.quirks()
@@ -152,7 +168,7 @@ impl Remote for Cut {
         self.inner.set_quirks(q)
     }
     fn is_open(&self) -> bool {
-        self.inner.is_open()
+        !self.dead && self.inner.is_open()
     }
     async fn close(&mut self) {
         self.inner.close().await
@@ -161,12 +177,28 @@ impl Remote for Cut {
 
 /// A connector whose next `n` uploads are cut after `after` bytes.
 fn cutting(n: u64, after: u64) -> ConnectFn {
+    faulty(n, after, 0, true)
+}
+
+/// Like [`cutting`]; also loses the connection on the next `deletes_lost`
+/// deletes, and with `resume: false` hides `REST STREAM`.
+fn faulty(n: u64, after: u64, deletes_lost: u64, resume: bool) -> ConnectFn {
     let left = Arc::new(AtomicU64::new(n));
+    let deletes_lost = Arc::new(AtomicU64::new(deletes_lost));
     Arc::new(move |server| {
-        let left = left.clone();
+        let (left, deletes_lost) = (left.clone(), deletes_lost.clone());
         Box::pin(async move {
             let inner = transport::connect(server).await?;
-            Ok(Box::new(Cut { inner, left, after }) as Box<dyn Remote>)
+            let mut caps = inner.capabilities().clone();
+            caps.resume &= resume;
+            Ok(Box::new(Cut {
+                inner,
+                left,
+                after,
+                deletes_lost,
+                caps,
+                dead: false,
+            }) as Box<dyn Remote>)
         })
     })
 }
@@ -561,4 +593,161 @@ async fn held_files_are_resent_or_confirmed_by_an_operator_and_the_ledger_says_w
         .collect();
     assert_eq!(who.len(), 2, "{who:?}");
     assert!(who.iter().all(|(_, d)| d.starts_with("by root")), "{who:?}");
+}
+
+/// The crash suite on real servers with their stock settings: `ferry once`
+/// killed with SIGKILL in the middle of a large upload, then run again,
+/// delivers the file exactly once, byte for byte, with no temp file left
+/// (ProFTPD with its compiled defaults refuses the resume: sent whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_then_rerun_delivers_exactly_once_on_vsftpd_proftpd_and_pure_ftpd() {
+    if !available() {
+        return;
+    }
+    for kind in [Kind::VsftpdExplicit, Kind::ProftpdStock, Kind::PureFtpd] {
+        let srv = RealServer::start(kind);
+        let inbound = inbox(&srv);
+        let s = Setup::new(&yaml(&srv, ""));
+        s.job("out", JOB);
+        let data: Vec<u8> = (0..96 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+            .collect();
+        let want = Sha256::digest(&data);
+        s.drop_file("outbox/big.837", &data);
+        drop(data);
+        let once = || {
+            let mut c = Command::new(support::ferry_bin());
+            c.arg("--config")
+                .arg(s.path().join("ferry.yaml"))
+                .args(["once", "out"]);
+            c
+        };
+        let mut child = once()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while support::temp_len(&inbound, "big.837") < 8 * 1024 * 1024 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{kind:?}: finished before the kill"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kind:?}: upload never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !inbound.join("big.837").exists(),
+            "{kind:?}: no final name after the kill"
+        );
+        let out = once().output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{kind:?}: {}{}",
+            support::stdout(&out),
+            support::stderr(&out)
+        );
+        assert_eq!(
+            names(&inbound),
+            ["big.837"],
+            "{kind:?}: one file, no temp left"
+        );
+        assert_eq!(
+            Sha256::digest(std::fs::read(inbound.join("big.837")).unwrap()),
+            want,
+            "{kind:?}"
+        );
+        assert_eq!(s.archived("out").len(), 1, "{kind:?}");
+        let out = once().output().unwrap();
+        assert!(
+            support::stdout(&out).contains("out: 0 delivered"),
+            "{kind:?}"
+        );
+    }
+}
+
+/// Fault injection on real servers: every upload of a batch is cut at a
+/// random byte (client side), or the server's session processes are killed
+/// at a random moment (server side); each file still arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_survives_random_cuts_and_killed_sessions_on_vsftpd_proftpd_and_pure_ftpd() {
+    if !available() {
+        return;
+    }
+    let seed = fastrand::u64(..);
+    eprintln!("seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for kind in [Kind::VsftpdExplicit, Kind::ProftpdStock, Kind::PureFtpd] {
+        let srv = Arc::new(RealServer::start(kind));
+        let inbound = inbox(&srv);
+        let s = Setup::new(&yaml(&srv, ""));
+        s.job("out", &JOB.replace("attempts: 3", "attempts: 6"));
+        let cfg = s.config();
+        let mut want = Vec::new();
+        for i in 0..12u8 {
+            let len = rng.usize(20_000..3_000_000);
+            let data = claim(i, len);
+            let name = format!("c{i:02}.837");
+            s.drop_file(&format!("outbox/{name}"), &data);
+            want.push((name, data));
+            let engine = if i % 3 == 2 {
+                // Server side: the session processes die mid-run.
+                let srv2 = srv.clone();
+                let at = Duration::from_millis(rng.u64(5..60));
+                std::thread::spawn(move || {
+                    std::thread::sleep(at);
+                    srv2.kill_sessions();
+                });
+                s.engine()
+            } else {
+                s.engine()
+                    .with_connector(cutting(1, rng.u64(1..len as u64)))
+            };
+            let r = run(&engine, &cfg, "out").await;
+            assert_eq!(r.failed(), 0, "{kind:?} iteration {i}: {r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = run(&s.engine(), &cfg, "out").await;
+        assert_eq!(r.failed() + r.delivered(), 0, "{kind:?}: {r:?}");
+        let mut expect: Vec<String> = want.iter().map(|(n, _)| n.clone()).collect();
+        expect.sort();
+        assert_eq!(names(&inbound), expect, "{kind:?}: each once, no temp left");
+        for (name, data) in &want {
+            assert_eq!(
+                &std::fs::read(inbound.join(name)).unwrap(),
+                data,
+                "{kind:?} {name}"
+            );
+        }
+    }
+}
+
+/// A partial temp file is removed before the file is sent whole; when the
+/// connection is lost during that DELE, the next attempt removes it then,
+/// instead of leaving it behind under a second temp name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_while_removing_a_partial_temp_file_leaves_no_temp_behind() {
+    if !available() {
+        return;
+    }
+    let srv = RealServer::start(Kind::VsftpdExplicit);
+    let inbound = inbox(&srv);
+    let s = Setup::new(&yaml(&srv, ""));
+    s.job("out", JOB);
+    let data = claim(4, 400_000);
+    s.drop_file("outbox/d.837", &data);
+    // No REST: the partial must be deleted; the first DELE loses the connection.
+    let engine = s.engine().with_connector(faulty(1, 100_000, 1, false));
+    let r = run(&engine, &s.config(), "out").await;
+    assert_eq!(only(&r), &FileStatus::Delivered, "{r:?}");
+    assert_eq!(std::fs::read(inbound.join("d.837")).unwrap(), data);
+    assert_eq!(names(&inbound), ["d.837"], "no temp file left behind");
 }

@@ -579,10 +579,16 @@ impl<'a> Delivery<'a> {
         }
         let mut target = self.target();
         if discard && let Some(t) = &target {
-            // This delivery's own leftover; if the server will not remove it,
-            // a new temp name keeps the two apart.
-            if remote.delete(t).await.is_err() && self.upload == Upload::TempRename {
-                target = None;
+            // This delivery's own leftover. If the server refuses to remove
+            // it, a new temp name keeps the two apart; a lost connection is
+            // an error like any other (the next attempt looks again).
+            match remote.delete(t).await {
+                Ok(()) => {}
+                Err(e) if e.refusal_code().is_some() && self.upload == Upload::TempRename => {
+                    warn!(job = %self.job.name, temp = %t, error = %e, "the server refuses to remove this delivery's partial upload; using a new temp name");
+                    target = None;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         let target = match target {
