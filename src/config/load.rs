@@ -679,6 +679,15 @@ impl Cx<'_> {
             Some(v) => v.value,
             None => 2,
         };
+        let max_listing = match &s.max_listing {
+            Some(v) if v.value == 0 => {
+                self.err(&v.referenced, "max_listing must be at least 1");
+                ok = false;
+                1
+            }
+            Some(v) => v.value,
+            None => 100_000,
+        };
         let cert_ok = ca_file.is_ok()
             && pin.is_ok()
             && (s.client_cert.is_none() || (client_cert.is_some() && client_key.is_some()));
@@ -699,6 +708,7 @@ impl Cx<'_> {
             tls_versions,
             passive_nat_workaround: s.passive_nat_workaround.as_ref().is_some_and(|v| v.value),
             consumes: s.consumes.as_ref().is_some_and(|v| v.value),
+            max_listing,
             timeout: timeout?,
             max_connections,
         })

@@ -73,6 +73,7 @@ pub struct Server {
     pub timeout: Option<At<String>>,
     pub max_connections: Option<At<u32>>,
     pub consumes: Option<At<bool>>,
+    pub max_listing: Option<At<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -134,6 +134,9 @@ pub struct Server {
     /// clearinghouse's write-once inbox): a complete upload is the proof of
     /// delivery, and absence afterwards means delivered.
     pub consumes: bool,
+    /// A listing with more entries than this is an error (a hostile or
+    /// broken server cannot make ferry's memory grow without bound).
+    pub max_listing: u64,
 }
 
 impl Server {
@@ -157,6 +160,7 @@ impl Server {
             timeout: Duration::from_secs(30),
             max_connections: 2,
             consumes: false,
+            max_listing: 100_000,
         }
     }
 }

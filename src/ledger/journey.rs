@@ -108,13 +108,14 @@ impl FileState {
             .collect()
     }
 
-    /// The operator's view of the state, as `history` prints it.
-    pub fn status(self) -> Status {
+    /// The operator's view of the state, as `history` prints it. A pushed
+    /// file is delivered once verified (its after-action may still be due);
+    /// a pulled one only at the end of its journey (placed, and the remote
+    /// file deleted or moved as `after_pull` says).
+    pub fn status(self, push: bool) -> Status {
         match self {
             FileState::Done => Status::Delivered,
-            // A pushed file is delivered once verified (its after-action may still be due);
-            // a pulled one only once placed (`renamed`).
-            FileState::Verified | FileState::Renamed => Status::Delivered,
+            FileState::Verified if push => Status::Delivered,
             FileState::Failed => Status::Failed,
             FileState::Held => Status::Held,
             _ => Status::Pending,

@@ -576,6 +576,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// How many events of `kind` a file has.
+    pub fn count_events(&self, file_id: i64, kind: &str) -> anyhow::Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE file_id = ?1 AND kind = ?2",
+            params![file_id, kind],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Transfers, newest first.
     pub fn history(&self, q: &HistoryQuery<'_>) -> anyhow::Result<Vec<Transfer>> {
         let limit = if q.limit == 0 { -1 } else { q.limit as i64 };
@@ -617,7 +626,7 @@ impl Ledger {
             let (mut t, verified, state, error) = row?;
             let state: FileState = state.parse()?;
             t.verified = verified.parse()?;
-            t.status = state.status();
+            t.status = state.status(t.direction == "push");
             // The error belongs to the record only while the file is failed.
             t.error = if t.status == Status::Failed {
                 error
@@ -659,7 +668,8 @@ impl Ledger {
     /// How many of a job's files are still on their way, and how many failed.
     pub fn open_counts(&self, job: &str) -> anyhow::Result<OpenCounts> {
         let (pending, failed, held) = self.conn.query_row(
-            "SELECT COALESCE(SUM(state NOT IN ('verified', 'renamed', 'done', 'failed', 'held')), 0),
+            "SELECT COALESCE(SUM(state NOT IN ('done', 'failed', 'held')
+                                 AND NOT (direction = 'push' AND state = 'verified')), 0),
                     COALESCE(SUM(state = 'failed'), 0),
                     COALESCE(SUM(state = 'held'), 0)
              FROM files WHERE job = ?1",
@@ -940,8 +950,10 @@ impl Ledger {
     ) -> anyhow::Result<Vec<(String, u64, u64, u64)>> {
         let mut st = self.conn.prepare(
             "SELECT job,
-                    COALESCE(SUM(state IN ('verified', 'done') AND finished_at >= ?1 AND finished_at < ?2), 0),
-                    COALESCE(SUM(CASE WHEN state IN ('verified', 'done') AND finished_at >= ?1 AND finished_at < ?2
+                    COALESCE(SUM((state = 'done' OR (direction = 'push' AND state = 'verified'))
+                                 AND finished_at >= ?1 AND finished_at < ?2), 0),
+                    COALESCE(SUM(CASE WHEN (state = 'done' OR (direction = 'push' AND state = 'verified'))
+                                      AND finished_at >= ?1 AND finished_at < ?2
                                  THEN size ELSE 0 END), 0),
                     COALESCE(SUM(state = 'failed' AND updated_at >= ?1 AND updated_at < ?2), 0)
              FROM files GROUP BY job ORDER BY job",

@@ -248,6 +248,23 @@ pub fn place_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<Path
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 return copy_no_overwrite(src, dir, name);
             }
+            // vfat, some FUSE and network file systems refuse hard links: an
+            // atomic rename that never replaces does the same job there.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EMLINK)
+                ) =>
+            {
+                match rename_no_replace(src, &candidate) {
+                    Ok(()) => {
+                        sync_dir(dir);
+                        return Ok(candidate);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -257,6 +274,31 @@ pub fn place_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<Path
     )))
 }
 
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("a path with a NUL byte"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that live across the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn copy_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     let tmp = dir.join(format!(".{name}.part"));
     std::fs::copy(src, &tmp)?;
@@ -264,6 +306,21 @@ fn copy_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> 
     let placed = place_no_overwrite(&tmp, dir, name)?;
     std::fs::remove_file(src)?;
     Ok(placed)
+}
+
+/// The SHA-256 of a local file, read once.
+pub fn sha256_of(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// Makes a rename or link durable: the directory entry itself is fsynced.

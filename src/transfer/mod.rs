@@ -156,6 +156,8 @@ pub struct RunReport {
     pub duration: Duration,
     /// When the server's certificate expires, as this run saw it.
     pub certificate_expiry: Option<chrono::DateTime<chrono::Utc>>,
+    /// Listing lines ferry could not read (each logged as a warning).
+    pub listing_unparsed: u64,
 }
 
 impl RunReport {
@@ -171,6 +173,7 @@ impl RunReport {
             connection_error,
             duration: Duration::ZERO,
             certificate_expiry: None,
+            listing_unparsed: 0,
         }
     }
 

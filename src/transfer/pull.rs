@@ -22,6 +22,9 @@ pub(super) struct PullItem {
     name: String,
     remote_path: String,
     size: u64,
+    /// The remote time the record was made from (second precision where the
+    /// server gives it): with the size, the file's identity on the server.
+    mtime: Option<String>,
 }
 
 impl WorkItem for PullItem {
@@ -58,6 +61,7 @@ pub(super) async fn run(
             name: r.name,
             remote_path: r.remote_path,
             size: r.size,
+            mtime: r.mtime,
         })
         .collect();
 
@@ -78,14 +82,15 @@ pub(super) async fn run(
             "still growing on the server; left for the next run",
         ));
     }
-    let unfinished: HashMap<String, u64> = items.iter().map(|i| (i.name.clone(), i.size)).collect();
+    let unfinished: HashMap<String, (u64, Option<String>)> = items
+        .iter()
+        .map(|i| (i.name.clone(), (i.size, i.mtime.clone())))
+        .collect();
     for e in stable {
-        if let Some(&size) = unfinished.get(&e.name)
-            && size == e.size
-        {
+        let mtime = mtime_key(&e);
+        if unfinished.get(&e.name) == Some(&(e.size, mtime.clone())) {
             continue; // the unfinished record carries on
         }
-        let mtime = mtime_key(&e);
         let known = engine
             .ledger(|l| l.latest_same(&job.name, "pull", &e.name, e.size, mtime.as_deref()))?;
         match known {
@@ -98,6 +103,7 @@ pub(super) async fn run(
                     name: e.name,
                     remote_path: r.remote_path,
                     size: e.size,
+                    mtime: r.mtime,
                 });
                 continue;
             }
@@ -122,8 +128,10 @@ pub(super) async fn run(
             name: e.name,
             remote_path,
             size: e.size,
+            mtime,
         });
     }
+    let unparsed = session.listing_unparsed();
     session.close().await;
 
     let (done, connection_error) = engine
@@ -139,7 +147,9 @@ pub(super) async fn run(
         )
         .await;
     outcomes.extend(done);
-    Ok(RunReport::new(job, outcomes, connection_error))
+    let mut report = RunReport::new(job, outcomes, connection_error);
+    report.listing_unparsed = unparsed;
+    Ok(report)
 }
 
 /// Connects and lists, retrying a lost connection with backoff like any
@@ -194,7 +204,7 @@ async fn list_stable(
     };
     let first = pick(remote.list(&job.remote_dir).await?);
     if job.stable_for.is_zero() || first.is_empty() {
-        return Ok((first, Vec::new()));
+        return Ok((precise_times(remote, job, first).await?, Vec::new()));
     }
     tokio::time::sleep(job.stable_for).await;
     let second = pick(remote.list(&job.remote_dir).await?);
@@ -210,7 +220,40 @@ async fn list_stable(
             growing.push(e.name);
         }
     }
-    Ok((stable, growing))
+    Ok((precise_times(remote, job, stable).await?, growing))
+}
+
+/// LIST times are minutes at best (and switch to a year after 182 days):
+/// where the listing is not MLSD, each file's time comes from `MDTM`, so a
+/// kept file keeps its identity and a name reused within a minute is new.
+async fn precise_times(
+    remote: &mut dyn Remote,
+    job: &Job,
+    mut entries: Vec<RemoteEntry>,
+) -> Result<Vec<RemoteEntry>, TransportError> {
+    if remote.capabilities().mlsd {
+        return Ok(entries);
+    }
+    for e in &mut entries {
+        if let Some(t) = remote.mdtm(&remote_join(&job.remote_dir, &e.name)).await? {
+            e.mtime = Some(t);
+        }
+    }
+    Ok(entries)
+}
+
+/// The file's identity on the server now (size and time, as the listing
+/// that created the record saw them), or `None` when it is not listed.
+async fn identity_now(
+    remote: &mut dyn Remote,
+    job: &Job,
+    path: &str,
+) -> Result<Option<(u64, Option<String>)>, TransportError> {
+    let Some(e) = remote.stat(path).await? else {
+        return Ok(None);
+    };
+    let e = precise_times(remote, job, vec![e]).await?.remove(0);
+    Ok(Some((e.size, mtime_key(&e))))
 }
 
 struct PullAttempt<'a> {
@@ -233,9 +276,24 @@ impl Attempt<PullItem> for PullAttempt<'_> {
         let mut note = None;
         let mut state = row.state;
         let mut level = row.verified;
-        // A crash between verifying and recording the placement: adopt the placed file.
-        if state == FileState::Verified && !part.exists() {
-            state = FileState::Seen;
+        // Verified but not recorded as placed: a crash came between placing
+        // and recording it (or between the link and the removal of the
+        // .part). The placed file is found by its SHA-256, never fetched again.
+        if state == FileState::Verified
+            && !part.exists()
+            && let Some(sha) = &row.sha256
+        {
+            match same_content(&job.local_dir, &item.name, row.size, sha) {
+                Some(placed) => {
+                    engine.ledger(|l| {
+                        l.set_local_path(item.id, &placed)?;
+                        l.set_file_state(item.id, FileState::Renamed, Some(level), None)
+                    })?;
+                    state = FileState::Renamed;
+                    note = Some("placed before ferry stopped; not downloaded again".into());
+                }
+                None => state = FileState::Seen,
+            }
         }
         if state == FileState::Sent
             && std::fs::metadata(&part).map(|m| m.len()).ok() != Some(item.size)
@@ -246,7 +304,7 @@ impl Attempt<PullItem> for PullAttempt<'_> {
             state,
             FileState::Seen | FileState::Sending | FileState::Failed
         ) {
-            let (sha, resumed) = download(
+            let resumed = download(
                 engine,
                 remote,
                 item,
@@ -260,12 +318,11 @@ impl Attempt<PullItem> for PullAttempt<'_> {
                 note = Some(format!("resumed at byte {offset}"));
             }
             state = FileState::Sent;
-            let _ = sha;
         }
         if state == FileState::Sent {
             let row = engine.ledger(|l| l.file(item.id))?;
             let sha = row.sha256.clone().unwrap_or_default();
-            level = verify_download(remote, &item.remote_path, &sha, job)
+            level = verify_download(remote, &item.remote_path, &sha, item.size, job)
                 .await
                 .inspect_err(|_| {
                     let _ = std::fs::remove_file(&part);
@@ -274,64 +331,153 @@ impl Attempt<PullItem> for PullAttempt<'_> {
             state = FileState::Verified;
         }
         if state == FileState::Verified {
-            let placed =
-                local::place_no_overwrite(&part, &job.local_dir, &item.name).map_err(|e| {
-                    Failure::Retry(format!(
-                        "cannot place {} in {}: {e}",
-                        item.name,
-                        job.local_dir.display()
-                    ))
-                })?;
-            let placed_name = placed
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+            let sha = engine
+                .ledger(|l| l.file(item.id))?
+                .sha256
                 .unwrap_or_default();
-            if placed_name != item.name {
-                warn!(job = %job.name, file = %item.name, saved_as = %placed_name, "a local file of that name already exists; saved under another name");
-                note = Some(format!(
-                    "saved as {placed_name}: a file named {} was already there",
-                    item.name
-                ));
-            }
+            // The same bytes already sit under this name (or a suffixed one):
+            // recorded as a duplicate, never placed as `name.1.ext`.
+            let placed = match same_content(&job.local_dir, &item.name, item.size, &sha) {
+                Some(existing) => {
+                    let _ = std::fs::remove_file(&part);
+                    local::sync_dir(&job.local_dir);
+                    note = Some(format!(
+                        "the same content is already in {}; not placed again",
+                        existing.display()
+                    ));
+                    existing
+                }
+                None => {
+                    let placed = local::place_no_overwrite(&part, &job.local_dir, &item.name)
+                        .map_err(|e| {
+                            Failure::Retry(format!(
+                                "cannot place {} in {}: {e}",
+                                item.name,
+                                job.local_dir.display()
+                            ))
+                        })?;
+                    let placed_name = placed
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if placed_name != item.name {
+                        warn!(job = %job.name, file = %item.name, saved_as = %placed_name, "a local file of that name already exists; saved under another name");
+                        note = Some(format!(
+                            "saved as {placed_name}: a file named {} was already there",
+                            item.name
+                        ));
+                    }
+                    placed
+                }
+            };
             engine.ledger(|l| {
                 l.set_local_path(item.id, &placed)?;
                 l.set_file_state(item.id, FileState::Renamed, Some(level), None)
             })?;
         }
         // The file is safe locally; now the remote side, then the end of the journey.
-        let after = match &job.flow {
-            Flow::Pull { after } => after.clone(),
-            Flow::Push { .. } => AfterPull::Keep,
+        let outcome = |status: FileStatus, note: Option<String>| -> Result<FileOutcome, Failure> {
+            let row = engine.ledger(|l| l.file(item.id))?;
+            Ok(FileOutcome {
+                name: item.name.clone(),
+                remote_path: item.remote_path.clone(),
+                bytes: row.size,
+                sha256: row.sha256,
+                verified: level,
+                attempts: row.attempts,
+                status,
+                note,
+            })
         };
-        let after_result = match &after {
-            AfterPull::Keep => Ok(()),
-            AfterPull::Delete => remote.delete(&item.remote_path).await,
-            AfterPull::Move(dir) => {
-                let _ = remote.mkdir(dir).await; // usually exists already
-                remote
-                    .rename(&item.remote_path, &remote_join(dir, &item.name))
-                    .await
+        match after_pull(remote, job, item).await {
+            Ok(done_note) => {
+                engine.ledger(|l| l.set_file_state(item.id, FileState::Done, None, None))?;
+                info!(job = %job.name, file = %item.name, bytes = item.size, verified = level.as_str(), "pulled");
+                outcome(FileStatus::Delivered, done_note.or(note))
             }
-        };
-        match after_result {
-            Ok(()) => engine.ledger(|l| l.set_file_state(item.id, FileState::Done, None, None))?,
             Err(e) => {
-                note = Some(format!("downloaded, but the after-pull action failed: {e}"));
-                warn!(job = %job.name, file = %item.name, "after_pull failed: {e}");
+                // Downloaded and placed: only the after-action is left. It is
+                // retried by later runs and reported failed once its attempts
+                // run out; the record stays pending (never re-downloaded).
+                let msg = format!("downloaded, but the after-pull action failed: {e}");
+                let tries = engine.ledger(|l| {
+                    l.event(
+                        &job.name,
+                        None,
+                        Some(item.id),
+                        "after_pull_failed",
+                        Some(&msg),
+                    )?;
+                    l.count_events(item.id, "after_pull_failed")
+                })?;
+                warn!(job = %job.name, file = %item.name, tries, "after_pull failed: {e}");
+                if tries >= u64::from(job.retry.attempts) {
+                    outcome(FileStatus::Failed { error: msg }, None)
+                } else {
+                    outcome(FileStatus::NotReady, Some(msg))
+                }
             }
         }
-        let row = engine.ledger(|l| l.file(item.id))?;
-        info!(job = %job.name, file = %item.name, bytes = row.size, verified = level.as_str(), "pulled");
-        Ok(FileOutcome {
-            name: item.name.clone(),
-            remote_path: item.remote_path.clone(),
-            bytes: row.size,
-            sha256: row.sha256,
-            verified: level,
-            attempts: row.attempts,
-            status: FileStatus::Delivered,
-            note,
-        })
+    }
+}
+
+/// A file in `dir` named `name` (or `name` with a suffix, as placing gives
+/// it) with exactly these bytes.
+fn same_content(dir: &Path, name: &str, size: u64, sha: &str) -> Option<PathBuf> {
+    for n in 0..10_000u32 {
+        let candidate = dir.join(if n == 0 {
+            name.to_string()
+        } else {
+            local::suffixed(name, n)
+        });
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            if n > 0 {
+                return None;
+            }
+            continue;
+        };
+        if meta.len() == size && local::sha256_of(&candidate).ok().as_deref() == Some(sha) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// Deletes or moves the remote file, as `after_pull` says, once the listing
+/// shows it is still the file that was downloaded. `Ok(Some(note))` when
+/// nothing was done and why.
+async fn after_pull(
+    remote: &mut dyn Remote,
+    job: &Job,
+    item: &PullItem,
+) -> Result<Option<String>, TransportError> {
+    let after = match &job.flow {
+        Flow::Pull { after } => after.clone(),
+        Flow::Push { .. } => AfterPull::Keep,
+    };
+    if after == AfterPull::Keep {
+        return Ok(None);
+    }
+    match identity_now(remote, job, &item.remote_path).await? {
+        None => return Ok(Some("already gone from the server".into())),
+        Some(now) if now != (item.size, item.mtime.clone()) => {
+            warn!(job = %job.name, file = %item.name, "the remote file changed since it was downloaded; left on the server (the next run takes it as a new file)");
+            return Ok(Some(
+                "the remote file changed since it was downloaded; left there as a new file".into(),
+            ));
+        }
+        Some(_) => {}
+    }
+    match &after {
+        AfterPull::Keep => Ok(None),
+        AfterPull::Delete => remote.delete(&item.remote_path).await.map(|()| None),
+        AfterPull::Move(dir) => {
+            let _ = remote.mkdir(dir).await; // usually exists already
+            remote
+                .rename(&item.remote_path, &remote_join(dir, &item.name))
+                .await
+                .map(|()| None)
+        }
     }
 }
 
@@ -345,15 +491,20 @@ async fn download(
     part: &Path,
     job: &Job,
     progress: Option<super::Progress>,
-) -> Result<(String, Option<u64>), Failure> {
+) -> Result<Option<u64>, Failure> {
     let existing = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-    let offset =
-        if row.attempts > 0 && existing > 0 && existing < item.size && remote.capabilities().resume
-        {
-            existing
-        } else {
-            0
-        };
+    let resumable =
+        row.attempts > 0 && existing > 0 && existing < item.size && remote.capabilities().resume;
+    // A partial download resumes only into the same remote file: a
+    // replacement of the same size under the same name starts over.
+    let offset = if resumable
+        && identity_now(remote, job, &item.remote_path).await?
+            == Some((item.size, item.mtime.clone()))
+    {
+        existing
+    } else {
+        0
+    };
     engine.ledger(|l| l.set_file_state(item.id, FileState::Sending, None, None))?;
     let local_err = |e: std::io::Error| Failure::Retry(format!("writing {}: {e}", part.display()));
     let mut file = if offset > 0 {
@@ -415,7 +566,7 @@ async fn download(
         l.set_sha256(item.id, &sha)?;
         l.set_file_state(item.id, FileState::Sent, None, None)
     })?;
-    Ok((sha, (offset > 0).then_some(offset)))
+    Ok((offset > 0).then_some(offset))
 }
 
 /// Size was checked while streaming; the server's SHA-256 when it offers one.
@@ -423,12 +574,13 @@ async fn verify_download(
     remote: &mut dyn Remote,
     path: &str,
     sha: &str,
+    size: u64,
     job: &Job,
 ) -> Result<Verified, Failure> {
     match job.verify {
         Verify::None => Ok(Verified::None),
         Verify::Size => Ok(Verified::Size),
-        Verify::Hash | Verify::Auto => match remote.sha256(path).await? {
+        Verify::Hash | Verify::Auto => match super::push::server_hash(remote, path, size).await? {
             Some(h) if hex::encode(h) == sha => Ok(Verified::Hash),
             Some(h) => Err(Failure::Mismatch(format!(
                 "hash mismatch on {path}: downloaded SHA-256 {sha}, server computed {}",

@@ -52,6 +52,10 @@ pub struct FtpsSession {
     relogins: u64,
     /// What the server was found to refuse, by this session or earlier ones.
     quirks: Quirks,
+    /// The folder the login started in (PWD), to come back to after a listing.
+    home: String,
+    /// Lines of the last listing that could not be read.
+    unparsed: u64,
 }
 
 impl FtpsSession {
@@ -85,6 +89,8 @@ impl FtpsSession {
             welcome: None,
             relogins: 0,
             quirks: Quirks::default(),
+            home: "/".to_string(),
+            unparsed: 0,
         };
         match session.open().await {
             Err(e)
@@ -206,6 +212,9 @@ impl FtpsSession {
         )
         .await?
         .map_err(|e| self.map(e, "setting binary type (TYPE I)", None))?;
+        if let Ok(Ok(home)) = within(t, "PWD", ftp.pwd()).await {
+            self.home = home;
+        }
         let feat = within(t, "reading FEAT", ftp.feat())
             .await?
             .unwrap_or_default();
@@ -361,20 +370,83 @@ impl FtpsSession {
 impl Remote for FtpsSession {
     async fn list(&mut self, dir: &str) -> Result<Vec<RemoteEntry>> {
         self.ensure_ticket().await?;
+        let t = self.timeout();
         let mlsd = self.caps.mlsd;
+        // Into the folder first: a missing or unreadable folder is an error on
+        // every server (vsftpd lists one as empty, with a success reply).
         let d = dir.to_string();
-        let lines = self
-            .step(&format!("listing {dir}"), Some(dir), move |f| {
+        self.step(&format!("entering {dir}"), Some(dir), move |f| {
+            Box::pin(async move { f.cwd(&d).await })
+        })
+        .await?;
+        let step = format!("listing {dir}");
+        let cmd = if mlsd { "MLSD" } else { "LIST" };
+        let (_, mut stream) = self
+            .step(&step, Some(dir), move |f| {
                 Box::pin(async move {
-                    if mlsd {
-                        f.mlsd(Some(&d)).await
-                    } else {
-                        f.list(Some(&d)).await
-                    }
+                    f.custom_data_command(cmd, &[Status::AboutToSend, Status::AlreadyOpen])
+                        .await
                 })
             })
             .await?;
-        Ok(listing::parse(&lines, mlsd, dir))
+        let max = self.server.max_listing;
+        let mut entries = Vec::new();
+        let mut unparsed = 0u64;
+        let mut lines = 0u64;
+        let mut reader = LineReader::default();
+        let read: Result<()> = async {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = within(t, &step, stream.read(&mut buf))
+                    .await?
+                    .map_err(|e| TransportError::Connection {
+                        step: step.clone(),
+                        detail: e.to_string(),
+                    })?;
+                let done = n == 0;
+                for line in reader.feed(&buf[..n], done) {
+                    lines += 1;
+                    if lines > max {
+                        return Err(TransportError::Local(format!(
+                            "the listing of {dir} has more than {max} entries; ferry stopped reading it (raise max_listing for this server if the folder really holds that many)"
+                        )));
+                    }
+                    match line {
+                        Some(text) => match listing::parse_line(&text, mlsd, dir) {
+                            listing::Line::Entry(e) => entries.push(e),
+                            listing::Line::Skip => {}
+                            listing::Line::Unparsed => {
+                                unparsed += 1;
+                                listing::warn_unparsed(dir, &text);
+                            }
+                        },
+                        None => {
+                            unparsed += 1;
+                            listing::warn_unparsed(dir, "(a line longer than 8 KiB)");
+                        }
+                    }
+                }
+                if done {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if let Err(e) = read {
+            // The data connection is abandoned mid-listing: the session is done.
+            drop(stream);
+            self.ftp = None;
+            return Err(e);
+        }
+        self.finish(stream, &format!("finishing the listing of {dir}"), dir)
+            .await?;
+        let home = self.home.clone();
+        self.step("returning to the login folder", None, move |f| {
+            Box::pin(async move { f.cwd(&home).await })
+        })
+        .await?;
+        self.unparsed = unparsed;
+        Ok(entries)
     }
 
     async fn upload(
@@ -547,6 +619,30 @@ impl Remote for FtpsSession {
         }
     }
 
+    async fn mdtm(&mut self, path: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        if !self
+            .caps
+            .feat
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case("MDTM"))
+        {
+            return Ok(None);
+        }
+        let p = path.to_string();
+        match self
+            .step(
+                &format!("asking the time of {path}"),
+                Some(path),
+                move |f| Box::pin(async move { f.mdtm(&p).await }),
+            )
+            .await
+        {
+            Ok(t) => Ok(Some(t.and_utc())),
+            Err(e) if e.refusal_code().is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn sha256(&mut self, path: &str) -> Result<Option<[u8; 32]>> {
         let Some(cmd) = self.caps.hash else {
             return Ok(None);
@@ -586,6 +682,10 @@ impl Remote for FtpsSession {
         self.quirks.clone()
     }
 
+    fn listing_unparsed(&self) -> u64 {
+        self.unparsed
+    }
+
     fn set_quirks(&mut self, quirks: Quirks) {
         self.quirks = quirks;
     }
@@ -604,6 +704,51 @@ impl Remote for FtpsSession {
         if let Some(mut ftp) = self.ftp.take() {
             let _ = tokio::time::timeout(self.server.timeout, ftp.quit()).await;
         }
+    }
+}
+
+/// Splits a listing's bytes into lines (CRLF or LF), at most 8 KiB each: a
+/// longer line is reported as `None` and skipped to its end, so a hostile
+/// server cannot grow memory with one endless line.
+#[derive(Default)]
+struct LineReader {
+    line: Vec<u8>,
+    too_long: bool,
+}
+
+impl LineReader {
+    const MAX: usize = 8 * 1024;
+
+    fn feed(&mut self, data: &[u8], end: bool) -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        for &b in data {
+            if b == b'\n' {
+                out.extend(self.take());
+            } else if self.line.len() < Self::MAX {
+                self.line.push(b);
+            } else {
+                self.too_long = true;
+            }
+        }
+        if end {
+            out.extend(self.take());
+        }
+        out
+    }
+
+    fn take(&mut self) -> Option<Option<String>> {
+        let too_long = std::mem::take(&mut self.too_long);
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if too_long {
+            return Some(None);
+        }
+        if line.is_empty() {
+            return None;
+        }
+        Some(Some(String::from_utf8_lossy(&line).into_owned()))
     }
 }
 

@@ -32,51 +32,204 @@ pub fn unsafe_name(name: &str) -> Option<&'static str> {
     }
 }
 
-/// Parses listing lines. `mlsd` says which format to expect. Unparseable
-/// lines (totals, banners) and unsafe names are logged and skipped.
-pub fn parse(lines: &[String], mlsd: bool, dir: &str) -> Vec<RemoteEntry> {
-    let mut out = Vec::new();
-    for line in lines {
-        let parsed = if mlsd {
-            ListParser::parse_mlsd(line)
-        } else {
-            ListParser::parse_posix(line).or_else(|_| ListParser::parse_dos(line))
-        };
-        let file = match parsed {
-            Ok(f) => f,
-            Err(_) => {
-                if !line.starts_with("total ") {
-                    tracing::debug!(
-                        dir,
-                        line = line.as_str(),
-                        "skipping a listing line ferry cannot parse"
-                    );
-                }
-                continue;
-            }
-        };
-        let name = file.name().to_string();
-        if mlsd && (name == "." || name == "..") {
-            continue; // MLSD's cdir/pdir entries
-        }
-        if let Some(why) = unsafe_name(&name) {
-            tracing::warn!(
-                dir,
-                name = name.escape_debug().to_string(),
-                why,
-                "skipping a remote name that is not a safe file name"
-            );
-            continue;
-        }
-        let mtime: DateTime<Utc> = file.modified().into();
-        out.push(RemoteEntry {
-            name,
-            size: file.size() as u64,
-            mtime: (mtime.timestamp() > 0).then_some(mtime),
-            is_file: file.is_file(),
-        });
+/// What one listing line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Entry(RemoteEntry),
+    /// Nothing to report: a `total` line, `.`/`..`, a name refused as unsafe (logged).
+    Skip,
+    /// A line ferry cannot read: reported, so a partner's odd listing is seen.
+    Unparsed,
+}
+
+/// Reads one listing line. `mlsd` says which format to expect; LIST lines
+/// are tried as Unix (suppaftp's parser, then a looser one for ACL markers,
+/// symlinks and odd columns) and as DOS (two- or four-digit years).
+pub fn parse_line(line: &str, mlsd: bool, dir: &str) -> Line {
+    if line.starts_with("total ") || line.trim().is_empty() {
+        return Line::Skip;
     }
-    out
+    let parsed = if mlsd {
+        ListParser::parse_mlsd(line).ok().map(|f| from_file(&f))
+    } else {
+        ListParser::parse_posix(line)
+            .ok()
+            .map(|f| from_file(&f))
+            .or_else(|| loose_unix(line))
+            .or_else(|| ListParser::parse_dos(line).ok().map(|f| from_file(&f)))
+            .or_else(|| loose_dos(line))
+    };
+    let Some(entry) = parsed else {
+        return Line::Unparsed;
+    };
+    if entry.name == "." || entry.name == ".." {
+        return Line::Skip; // MLSD's cdir/pdir, `ls -a`'s entries
+    }
+    if let Some(why) = unsafe_name(&entry.name) {
+        tracing::warn!(
+            dir,
+            name = entry.name.escape_debug().to_string(),
+            why,
+            "skipping a remote name that is not a safe file name"
+        );
+        return Line::Skip;
+    }
+    Line::Entry(entry)
+}
+
+fn from_file(file: &suppaftp::list::File) -> RemoteEntry {
+    let mtime: DateTime<Utc> = file.modified().into();
+    RemoteEntry {
+        name: file.name().to_string(),
+        size: file.size() as u64,
+        mtime: (mtime.timestamp() > 0).then_some(mtime),
+        is_file: file.is_file(),
+    }
+}
+
+/// `-rw-r--r--+ 1 own grp 1234 Nov 24 01:50 name` (ACL marker, `@`, `.`),
+/// `lrwxrwxrwx ... name -> target` (a symlink: listed, never a plain file).
+fn loose_unix(line: &str) -> Option<RemoteEntry> {
+    let mut rest = line;
+    let mut fields = Vec::new();
+    for _ in 0..8 {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace)?;
+        fields.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    // One run of spaces separates the time from the name; a name may start with spaces.
+    let name = rest
+        .strip_prefix(' ')
+        .unwrap_or(rest)
+        .trim_end_matches(['\r', '\n']);
+    let perms = fields[0];
+    let kind = perms.chars().next()?;
+    if perms.len() < 10 || !"-dlbcps".contains(kind) {
+        return None;
+    }
+    let size: u64 = fields[4].parse().ok()?;
+    let month = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ]
+    .iter()
+    .position(|m| fields[5].eq_ignore_ascii_case(m))?
+        + 1;
+    let day: u32 = fields[6].parse().ok()?;
+    let (name, is_file) = match kind {
+        'l' => (name.split(" -> ").next().unwrap_or(name), false),
+        '-' => (name, true),
+        _ => (name, false),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let mtime = unix_time(month as u32, day, fields[7]);
+    Some(RemoteEntry {
+        name: name.to_string(),
+        size,
+        mtime,
+        is_file,
+    })
+}
+
+/// `Mon DD HH:MM` (this year, or last year when that would be in the future)
+/// or `Mon DD YYYY`, as UTC.
+fn unix_time(month: u32, day: u32, t: &str) -> Option<DateTime<Utc>> {
+    use chrono::{Datelike, NaiveDate, TimeZone};
+    if let Some((h, m)) = t.split_once(':') {
+        let now = Utc::now();
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        let at = |y: i32| {
+            NaiveDate::from_ymd_opt(y, month, day)
+                .and_then(|d| d.and_hms_opt(h, m, 0))
+                .map(|dt| Utc.from_utc_datetime(&dt))
+        };
+        let this = at(now.year())?;
+        if this > now + chrono::Duration::days(1) {
+            at(now.year() - 1)
+        } else {
+            Some(this)
+        }
+    } else {
+        let y: i32 = t.parse().ok()?;
+        NaiveDate::from_ymd_opt(y, month, day)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|dt| Utc.from_utc_datetime(&dt))
+    }
+}
+
+/// `11-24-2026  01:50PM  1234 name` or `<DIR>`, with two- or four-digit years.
+fn loose_dos(line: &str) -> Option<RemoteEntry> {
+    use chrono::{NaiveDate, NaiveTime, TimeZone};
+    let mut it = line.split_whitespace();
+    let date = it.next()?;
+    let time = it.next()?;
+    let size_or_dir = it.next()?;
+    let first = line.find(size_or_dir)? + size_or_dir.len();
+    let name = line[first..].trim_start().trim_end_matches(['\r', '\n']);
+    if name.is_empty() {
+        return None;
+    }
+    let mut d = date.split(['-', '/']);
+    let (mo, da, yr): (u32, u32, i32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let yr = match yr {
+        0..=69 => 2000 + yr,
+        70..=99 => 1900 + yr,
+        y => y,
+    };
+    let time = NaiveTime::parse_from_str(time, "%I:%M%p")
+        .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M"))
+        .ok()?;
+    let mtime =
+        NaiveDate::from_ymd_opt(yr, mo, da).map(|d| Utc.from_utc_datetime(&d.and_time(time)));
+    let (size, is_file) = if size_or_dir.eq_ignore_ascii_case("<DIR>") {
+        (0, false)
+    } else {
+        (size_or_dir.parse().ok()?, true)
+    };
+    Some(RemoteEntry {
+        name: name.to_string(),
+        size,
+        mtime,
+        is_file,
+    })
+}
+
+/// Parses listing lines (see [`parse_line`]); unparseable lines are logged
+/// at warning level and counted in the second value.
+pub fn parse(lines: &[String], mlsd: bool, dir: &str) -> Vec<RemoteEntry> {
+    parse_counted(lines, mlsd, dir).0
+}
+
+pub fn parse_counted(lines: &[String], mlsd: bool, dir: &str) -> (Vec<RemoteEntry>, u64) {
+    let mut out = Vec::new();
+    let mut unparsed = 0;
+    for line in lines {
+        match parse_line(line, mlsd, dir) {
+            Line::Entry(e) => out.push(e),
+            Line::Skip => {}
+            Line::Unparsed => {
+                unparsed += 1;
+                warn_unparsed(dir, line);
+            }
+        }
+    }
+    (out, unparsed)
+}
+
+/// Logs a listing line ferry cannot read (shortened, control characters escaped).
+pub fn warn_unparsed(dir: &str, line: &str) {
+    let shown: String = line.chars().take(200).collect();
+    tracing::warn!(
+        dir,
+        line = shown.escape_debug().to_string(),
+        "a listing line ferry cannot read; the entry is not transferred"
+    );
 }
 
 #[cfg(test)]
@@ -136,6 +289,36 @@ mod tests {
         assert_eq!(
             e[0].mtime.unwrap().to_rfc3339(),
             "2026-11-24T01:50:00+00:00"
+        );
+    }
+
+    #[test]
+    fn acl_markers_symlinks_and_four_digit_dos_years_are_read() {
+        let l = lines(&[
+            "-rw-r--r--+   1 1000     1000         1234 Nov 24 01:50 acl.837",
+            "lrwxrwxrwx    1 1000     1000           10 Nov 24 01:50 link.837 -> acl.837",
+            "11-24-2026  01:50PM                 77 four.835",
+            "11-24-26  01:50AM       <DIR>          archive",
+            "this is not a listing line",
+        ]);
+        let (e, unparsed) = parse_counted(&l, false, "/in");
+        let got: Vec<(&str, u64, bool)> = e
+            .iter()
+            .map(|e| (e.name.as_str(), e.size, e.is_file))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("acl.837", 1234, true),
+                ("link.837", 10, false),
+                ("four.835", 77, true),
+                ("archive", 0, false)
+            ]
+        );
+        assert_eq!(unparsed, 1);
+        assert_eq!(
+            e[2].mtime.unwrap().to_rfc3339(),
+            "2026-11-24T13:50:00+00:00"
         );
     }
 

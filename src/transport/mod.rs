@@ -127,9 +127,18 @@ pub trait Remote: Send {
         let (dir, name) = split_path(path);
         Ok(self.list(dir).await?.into_iter().find(|e| e.name == name))
     }
+    /// The modification time of `path` to the second (`MDTM`), or `None`
+    /// when the server gives none. LIST shows minutes at best.
+    async fn mdtm(&mut self, _path: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(None)
+    }
     /// The server's SHA-256 of `path`, or `None` when it offers no SHA-256 command.
     async fn sha256(&mut self, path: &str) -> Result<Option<[u8; 32]>>;
     fn capabilities(&self) -> &Capabilities;
+    /// Lines of the last listing that could not be read (logged as warnings).
+    fn listing_unparsed(&self) -> u64 {
+        0
+    }
     /// What this session knows the server refuses.
     fn quirks(&self) -> Quirks {
         Quirks::default()

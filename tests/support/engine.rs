@@ -153,6 +153,15 @@ impl ferry::transport::Remote for Hooked {
     fn quirks(&self) -> ferry::transport::Quirks {
         self.inner.quirks()
     }
+    async fn mdtm(
+        &mut self,
+        path: &str,
+    ) -> ferry::transport::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.inner.mdtm(path).await
+    }
+    fn listing_unparsed(&self) -> u64 {
+        self.inner.listing_unparsed()
+    }
     fn set_quirks(&mut self, q: ferry::transport::Quirks) {
         self.inner.set_quirks(q)
     }
