@@ -40,6 +40,8 @@ Quirks (--quirks, else the FERRY_QUIRKS environment variable; comma-separated):
   too-many-530         a second concurrent login of the same user: "530 Sorry, the maximum
                        number of clients (1) for this user are already connected." and the
                        connection is closed (ProFTPD MaxClientsPerUser 1 says exactly this)
+  odd-list             LIST in DOS format with four-digit years and Unix with ACL markers,
+                       plus a symlink and a line that is no listing line (use with no-mlst)
   consume              a file whose upload completes, or which RNTO renames, under a name not
                        ending in ".part" is deleted right after the 226/250 (a consuming,
                        write-once inbox)
@@ -53,7 +55,9 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import sys
+import time
 
 from OpenSSL import SSL
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -62,7 +66,7 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHa
 from pyftpdlib.servers import FTPServer
 
 KNOWN = {"iis-size", "no-feat", "no-mlst", "no-size", "sha256", "lying-hash", "rnto-drop",
-         "stor-421-after-data", "too-many-530", "consume"}
+         "stor-421-after-data", "too-many-530", "consume", "odd-list"}
 QUIRKS = set()
 ALGOS = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512", "MD5": "md5"}
 log = logging.getLogger("quirk-ftp-server")
@@ -212,6 +216,35 @@ class QuirkHandler(TLS_FTPHandler):
                 self.log("consume: removed %s" % self.fs.fs2ftp(path))
             except OSError as err:
                 self.log("consume: could not remove %s: %s" % (path, err))
+
+    def ftp_LIST(self, path):
+        # odd-list: what some partners' servers send. Every other file in DOS
+        # format with a four-digit year, the others Unix with an ACL marker
+        # ("-rw-r--r--+"), then a symlink and a line that is no listing line.
+        if not quirk("odd-list"):
+            return super().ftp_LIST(path)
+        try:
+            names = sorted(os.listdir(path))
+            lines = []
+            for i, n in enumerate(names):
+                st = os.lstat(os.path.join(path, n))
+                t = time.gmtime(st.st_mtime)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if i % 2 == 0:
+                    size = "%20s" % ("<DIR>" if is_dir else st.st_size)
+                    lines.append("%s  %s %s %s" % (time.strftime("%m-%d-%Y", t),
+                                                   time.strftime("%I:%M%p", t), size, n))
+                else:
+                    perms = "drwxr-xr-x+" if is_dir else "-rw-r--r--+"
+                    lines.append("%s 1 ferry ferry %d %s %s" % (perms, st.st_size,
+                                                              time.strftime("%b %d %H:%M", t), n))
+            lines.append("lrwxrwxrwx 1 ferry ferry 7 Nov 24 01:50 link.999 -> target.999")
+            lines.append("this line is not a listing line")
+        except OSError as err:
+            self.respond("550 %s." % _strerror(err))
+            return None
+        self.push_dtp_data("".join(l + "\r\n" for l in lines).encode(), cmd="LIST")
+        return path
 
     def ftp_RNTO(self, path):
         if quirk("rnto-drop") and self._rnfr:

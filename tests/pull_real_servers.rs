@@ -413,3 +413,44 @@ async fn a_forbidden_file_on_vsftpd_is_a_failure_not_a_disappearance() {
     }
     assert_eq!(r.files[0].attempts, 3, "retried like any refusal");
 }
+
+/// Scenario 5: DOS listings with four-digit years and Unix listings with ACL
+/// markers are read; a symlink is not a file; a line ferry cannot read is a
+/// warning counted in the run's report and shown by `ferry once`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_listings_are_read_and_unreadable_lines_are_counted_and_shown() {
+    if !available() {
+        return;
+    }
+    let srv = RealServer::quirky("odd-list,no-mlst");
+    for i in 0..4 {
+        partner_drops(
+            &srv,
+            &format!("r{i}.835"),
+            format!("ISA*00*{i}~").as_bytes(),
+            600,
+        );
+    }
+    let s = Setup::new(&yaml(&srv, ""));
+    s.job("in", JOB);
+    let r = run(&s.engine(), &s.config(), "in").await;
+    assert_eq!(r.delivered(), 4, "{r:?}");
+    assert_eq!(r.listing_unparsed, 1, "{r:?}");
+    assert_eq!(
+        local_names(&s.local("inbox")),
+        ["r0.835", "r1.835", "r2.835", "r3.835"]
+    );
+    partner_drops(&srv, "r4.835", b"ISA*00*4~", 600);
+    let out = Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .args(["once", "in"])
+        .output()
+        .unwrap();
+    let text = support::stdout(&out);
+    assert!(
+        text.contains("1 line(s) of the server's listing could not be read"),
+        "{text}"
+    );
+    assert!(text.contains("delivered  r4.835"), "{text}");
+}

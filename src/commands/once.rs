@@ -71,6 +71,13 @@ fn render(r: &RunReport, server: &str) -> String {
     if let Some(e) = &r.connection_error {
         let _ = writeln!(s, "  {e}");
     }
+    if r.listing_unparsed > 0 {
+        let _ = writeln!(
+            s,
+            "  {} line(s) of the server's listing could not be read; their files were not taken (see the log)",
+            r.listing_unparsed
+        );
+    }
     let mut skipped = 0;
     for f in &r.files {
         let (label, detail) = match &f.status {

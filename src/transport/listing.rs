@@ -52,12 +52,14 @@ pub fn parse_line(line: &str, mlsd: bool, dir: &str) -> Line {
     let parsed = if mlsd {
         ListParser::parse_mlsd(line).ok().map(|f| from_file(&f))
     } else {
+        // ferry's own DOS reader first: suppaftp's takes a four-digit year
+        // for a two-digit one and reads part of the time into the name.
         ListParser::parse_posix(line)
             .ok()
             .map(|f| from_file(&f))
             .or_else(|| loose_unix(line))
-            .or_else(|| ListParser::parse_dos(line).ok().map(|f| from_file(&f)))
             .or_else(|| loose_dos(line))
+            .or_else(|| ListParser::parse_dos(line).ok().map(|f| from_file(&f)))
     };
     let Some(entry) = parsed else {
         return Line::Unparsed;
@@ -90,14 +92,7 @@ fn from_file(file: &suppaftp::list::File) -> RemoteEntry {
 /// `-rw-r--r--+ 1 own grp 1234 Nov 24 01:50 name` (ACL marker, `@`, `.`),
 /// `lrwxrwxrwx ... name -> target` (a symlink: listed, never a plain file).
 fn loose_unix(line: &str) -> Option<RemoteEntry> {
-    let mut rest = line;
-    let mut fields = Vec::new();
-    for _ in 0..8 {
-        rest = rest.trim_start();
-        let end = rest.find(char::is_whitespace)?;
-        fields.push(&rest[..end]);
-        rest = &rest[end..];
-    }
+    let (fields, rest) = fields(line, 8)?;
     // One run of spaces separates the time from the name; a name may start with spaces.
     let name = rest
         .strip_prefix(' ')
@@ -133,6 +128,19 @@ fn loose_unix(line: &str) -> Option<RemoteEntry> {
     })
 }
 
+/// The first `n` whitespace-separated fields of `line`, and what follows them.
+fn fields(line: &str, n: usize) -> Option<(Vec<&str>, &str)> {
+    let mut rest = line;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace)?;
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    Some((out, rest))
+}
+
 /// `Mon DD HH:MM` (this year, or last year when that would be in the future)
 /// or `Mon DD YYYY`, as UTC.
 fn unix_time(month: u32, day: u32, t: &str) -> Option<DateTime<Utc>> {
@@ -162,12 +170,9 @@ fn unix_time(month: u32, day: u32, t: &str) -> Option<DateTime<Utc>> {
 /// `11-24-2026  01:50PM  1234 name` or `<DIR>`, with two- or four-digit years.
 fn loose_dos(line: &str) -> Option<RemoteEntry> {
     use chrono::{NaiveDate, NaiveTime, TimeZone};
-    let mut it = line.split_whitespace();
-    let date = it.next()?;
-    let time = it.next()?;
-    let size_or_dir = it.next()?;
-    let first = line.find(size_or_dir)? + size_or_dir.len();
-    let name = line[first..].trim_start().trim_end_matches(['\r', '\n']);
+    let (fields, rest) = fields(line, 3)?;
+    let (date, time, size_or_dir) = (fields[0], fields[1], fields[2]);
+    let name = rest.trim_start().trim_end_matches(['\r', '\n']);
     if name.is_empty() {
         return None;
     }
@@ -298,6 +303,7 @@ mod tests {
             "-rw-r--r--+   1 1000     1000         1234 Nov 24 01:50 acl.837",
             "lrwxrwxrwx    1 1000     1000           10 Nov 24 01:50 link.837 -> acl.837",
             "11-24-2026  01:50PM                 77 four.835",
+            "12-01-2026  09:40AM                    9 r0.835",
             "11-24-26  01:50AM       <DIR>          archive",
             "this is not a listing line",
         ]);
@@ -312,6 +318,7 @@ mod tests {
                 ("acl.837", 1234, true),
                 ("link.837", 10, false),
                 ("four.835", 77, true),
+                ("r0.835", 9, true),
                 ("archive", 0, false)
             ]
         );
