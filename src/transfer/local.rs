@@ -228,6 +228,16 @@ pub fn suffixed(name: &str, n: u32) -> String {
 /// never overwrites. Atomic (a hard link then unlink) on one file system,
 /// copy + fsync + unlink across file systems. Returns where it went.
 pub fn place_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    place_with(src, dir, name, |a, b| std::fs::hard_link(a, b))
+}
+
+/// [`place_no_overwrite`] with the hard link made by `link` (tests refuse it).
+fn place_with(
+    src: &Path,
+    dir: &Path,
+    name: &str,
+    link: impl Fn(&Path, &Path) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     for n in 0..10_000u32 {
         let candidate = dir.join(if n == 0 {
@@ -235,7 +245,7 @@ pub fn place_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<Path
         } else {
             suffixed(name, n)
         });
-        match std::fs::hard_link(src, &candidate) {
+        match link(src, &candidate) {
             Ok(()) => {
                 std::fs::remove_file(src)?;
                 sync_dir(dir);
@@ -353,6 +363,20 @@ mod tests {
         let placed = place_no_overwrite(&src, &dst, "x.835").unwrap();
         assert_eq!(placed, dst.join("x.1.835"));
         assert_eq!(std::fs::read(dst.join("x.835")).unwrap(), b"old");
+        assert_eq!(std::fs::read(&placed).unwrap(), b"new");
+        assert!(!src.exists());
+    }
+
+    #[test]
+    fn placing_falls_back_to_a_rename_that_never_replaces_when_links_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let refuse = |_: &Path, _: &Path| Err(io::Error::from_raw_os_error(libc::EPERM));
+        std::fs::write(d.path().join("r.835"), b"old").unwrap();
+        let src = d.path().join(".r.835.part");
+        std::fs::write(&src, b"new").unwrap();
+        let placed = place_with(&src, d.path(), "r.835", refuse).unwrap();
+        assert_eq!(placed, d.path().join("r.1.835"));
+        assert_eq!(std::fs::read(d.path().join("r.835")).unwrap(), b"old");
         assert_eq!(std::fs::read(&placed).unwrap(), b"new");
         assert!(!src.exists());
     }
