@@ -249,11 +249,24 @@ async fn identity_now(
     job: &Job,
     path: &str,
 ) -> Result<Option<(u64, Option<String>)>, TransportError> {
-    let Some(e) = remote.stat(path).await? else {
+    if remote.capabilities().mlsd {
+        // MLST: the same facts the MLSD listing gave.
+        return Ok(remote.stat(path).await?.map(|e| (e.size, mtime_key(&e))));
+    }
+    // SIZE and MDTM: two short round trips, not a listing of the whole folder
+    // (SIZE asks a listing itself only when the server refuses it).
+    let Some(size) = remote.size(path).await? else {
         return Ok(None);
     };
-    let e = precise_times(remote, job, vec![e]).await?.remove(0);
-    Ok(Some((e.size, mtime_key(&e))))
+    let Some(mtime) = remote.mdtm(path).await? else {
+        // No MDTM: the record holds the listing's time, so the listing decides.
+        let Some(e) = remote.stat(path).await? else {
+            return Ok(None);
+        };
+        let e = precise_times(remote, job, vec![e]).await?.remove(0);
+        return Ok(Some((e.size, mtime_key(&e))));
+    };
+    Ok(Some((size, Some(crate::ledger::rfc3339(mtime)))))
 }
 
 struct PullAttempt<'a> {

@@ -619,6 +619,37 @@ impl Remote for FtpsSession {
         }
     }
 
+    /// MLST where the server has it (one round trip, facts to the second);
+    /// a refusal, or no MLST, asks the folder's listing.
+    async fn stat(&mut self, path: &str) -> Result<Option<RemoteEntry>> {
+        if self.caps.mlsd {
+            let p = path.to_string();
+            let got = self
+                .step(&format!("asking about {path}"), Some(path), move |f| {
+                    Box::pin(async move { f.mlst(Some(&p)).await })
+                })
+                .await;
+            match got {
+                Ok(line) => {
+                    if let Ok(file) = suppaftp::list::ListParser::parse_mlst(&line) {
+                        let (_, name) = super::split_path(path);
+                        let mtime: chrono::DateTime<chrono::Utc> = file.modified().into();
+                        return Ok(Some(RemoteEntry {
+                            name: name.to_string(),
+                            size: file.size() as u64,
+                            mtime: (mtime.timestamp() > 0).then_some(mtime),
+                            is_file: file.is_file(),
+                        }));
+                    }
+                }
+                Err(e) if e.refusal_code().is_some() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (dir, name) = super::split_path(path);
+        Ok(self.list(dir).await?.into_iter().find(|e| e.name == name))
+    }
+
     async fn mdtm(&mut self, path: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         if !self
             .caps
