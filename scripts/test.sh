@@ -25,5 +25,6 @@ cargo test --all-targets --no-fail-fast "$@"
 # against a manifest on the real servers. Needs root, like the servers.
 if [ "$(id -u)" = 0 ]; then
     python3 bench/kill-campaign.py --quick --cycles 3 --files 40 \
-        --campaign push-vsftpd --campaign push-proftpd --campaign push-consume
+        --campaign push-vsftpd --campaign push-proftpd --campaign push-consume \
+        --campaign pull-vsftpd-delete --campaign pull-proftpd-move --campaign agent-watch
 fi
