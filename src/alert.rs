@@ -627,7 +627,12 @@ async fn sender(
 fn transport(mail: &Mail) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
     let mut params = TlsParameters::builder(mail.host.clone());
     if let Some(ca) = &mail.ca_file {
-        let pem = std::fs::read(ca)?;
+        let pem = crate::config::files::read_bounded(
+            ca,
+            "smtp ca_file",
+            crate::config::files::MAX_PEM_BYTES,
+        )
+        .map_err(anyhow::Error::msg)?;
         params = params.add_root_certificate(Certificate::from_pem(&pem)?);
     }
     let tls = match mail.security {

@@ -440,3 +440,99 @@ fn a_valid_configuration_passes_check() {
     let out = fx.ferry(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+// Files the configuration names are read and checked by `check` (hardening 1, 2).
+fn with_server_files(extra: &str, files: &[(&str, Vec<u8>)]) {
+    let mut all: Vec<(&str, &[u8])> = Vec::new();
+    let a = agent(extra);
+    all.push(("ferry.yaml", &a));
+    for (p, c) in files {
+        all.push((p, c));
+    }
+    assert_rejected(&all, "ferry.yaml:6:14", &expect_for(extra));
+}
+
+fn expect_for(extra: &str) -> String {
+    extra.split('#').nth(1).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn a_ca_file_that_is_not_a_usable_pem_certificate_is_refused_by_check() {
+    let pki = support::certs::TestPki::new();
+    let leaf = pki.leaf(&["localhost"]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "    ca_file: ca.pem  # holds no PEM certificate\n",
+            b"just some text\n".to_vec(),
+        ),
+        (
+            "    ca_file: ca.pem  # holds a private key, not a certificate\n",
+            leaf.key_pem.clone().into_bytes(),
+        ),
+        (
+            "    ca_file: ca.pem  # it looks like DER\n",
+            pki.ca_der.clone(),
+        ),
+        (
+            "    ca_file: ca.pem  # ca_file\n",
+            pki.ca_pem.as_bytes()[..pki.ca_pem.len() / 2].to_vec(),
+        ),
+    ];
+    for (extra, content) in cases {
+        with_server_files(extra, &[("ca.pem", content)]);
+    }
+}
+
+#[test]
+fn a_client_key_that_does_not_match_its_certificate_is_refused_by_check() {
+    let pki = support::certs::TestPki::new();
+    let mine = pki.client_leaf("acme");
+    let other = pki.client_leaf("someone-else");
+    let fx = Fixture::new(&[
+        (
+            "ferry.yaml",
+            &agent("    client_cert: acme.pem\n    client_key: other.key\n"),
+        ),
+        ("acme.pem", mine.cert_pem.as_bytes()),
+        ("other.key", other.key_pem.as_bytes()),
+    ]);
+    let out = fx.ferry(&["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ferry.yaml:7:17") && err.contains("does not belong to client_cert"),
+        "{err}"
+    );
+    // A client certificate that is not PEM.
+    let fx = Fixture::new(&[
+        (
+            "ferry.yaml",
+            &agent("    client_cert: acme.pem\n    client_key: acme.key\n"),
+        ),
+        ("acme.pem", b"not a certificate"),
+        ("acme.key", mine.key_pem.as_bytes()),
+    ]);
+    let out = fx.ferry(&["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ferry.yaml:6:18") && err.contains("client_cert"),
+        "{err}"
+    );
+}
+
+#[test]
+fn files_that_never_end_are_refused_with_their_size_limit() {
+    let no_password = BASE_AGENT.replace("    password: s3cret-Pa55word\n", "");
+    let cfg = format!("{no_password}    password_file: /dev/zero\n");
+    assert_rejected(
+        &[("ferry.yaml", cfg.as_bytes())],
+        "ferry.yaml:5:20",
+        "larger than 64 KiB",
+    );
+    assert_rejected(
+        &[("ferry.yaml", &agent("    ca_file: /dev/zero\n"))],
+        "ferry.yaml:6:14",
+        "larger than 1024 KiB",
+    );
+}

@@ -16,9 +16,11 @@ use serde::de::DeserializeOwned;
 use serde_saphyr::{DuplicateKeyPolicy, Location};
 
 use super::error::{ConfigError, ConfigErrors, from_yaml};
+use super::files;
 use super::raw::{self, At};
 use super::types::*;
 use crate::schedule::Schedule;
+use rustls::pki_types::CertificateDer;
 
 /// Configuration files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -190,7 +192,15 @@ fn parse_file<T: DeserializeOwned>(
     empty_ok: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    let bytes = match std::fs::read(file) {
+    // One byte past the limit is enough to know it is too large.
+    let bytes = match std::fs::File::open(file).and_then(|f| {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(f, MAX_FILE_BYTES as u64 + 1),
+            &mut b,
+        )
+        .map(|_| b)
+    }) {
         Ok(b) => b,
         Err(e) => {
             errors.push(ConfigError::new(file, 0, 0, format!("cannot read: {e}")));
@@ -353,16 +363,52 @@ impl Cx<'_> {
         }
     }
 
-    fn readable_file(&mut self, v: &At<String>, what: &str) -> Option<PathBuf> {
+    /// A PEM file of certificates (`ca_file`, `client_cert`): readable, small,
+    /// and holding at least one certificate that parses.
+    fn certificate_file(
+        &mut self,
+        v: &At<String>,
+        what: &str,
+    ) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
         let p = self.path(v)?;
-        if let Err(e) = std::fs::File::open(&p) {
-            self.err(
-                &v.referenced,
-                format!("cannot read {what} '{}': {e}", p.display()),
-            );
-            return None;
+        let read = files::read_bounded(&p, what, files::MAX_PEM_BYTES)
+            .and_then(|b| files::certificates(&b, what, &p));
+        match read {
+            Ok(certs) => Some((p, certs)),
+            Err(m) => {
+                self.err(&v.referenced, m);
+                None
+            }
         }
-        Some(p)
+    }
+
+    /// `client_cert` and `client_key`: both readable PEM, and the key the certificate's.
+    fn client_identity(
+        &mut self,
+        c: &At<String>,
+        k: &At<String>,
+    ) -> (Option<PathBuf>, Option<PathBuf>) {
+        let cert = self.certificate_file(c, "client_cert");
+        let Some(key_path) = self.path(k) else {
+            return (cert.map(|c| c.0), None);
+        };
+        let key = files::read_bounded(&key_path, "client_key", files::MAX_PEM_BYTES)
+            .and_then(|b| files::private_key(&b, "client_key", &key_path));
+        let key = match key {
+            Ok(key) => key,
+            Err(m) => {
+                self.err(&k.referenced, m);
+                return (cert.map(|c| c.0), None);
+            }
+        };
+        let Some((cert_path, chain)) = cert else {
+            return (None, Some(key_path));
+        };
+        if let Err(m) = files::key_matches(&chain, &key, &key_path) {
+            self.err(&k.referenced, m);
+            return (Some(cert_path), None);
+        }
+        (Some(cert_path), Some(key_path))
     }
 
     /// `password` (with `${VAR}`) or `password_file` (trailing newline trimmed).
@@ -382,17 +428,20 @@ impl Cx<'_> {
             (Some(p), None) => self.text(p).map(|s| Some(Secret::new(s))).ok_or(()),
             (None, Some(f)) => {
                 let path = self.path(f).ok_or(())?;
-                match std::fs::read_to_string(&path) {
+                let read = files::read_bounded(&path, "password_file", files::MAX_PASSWORD_BYTES)
+                    .and_then(|b| {
+                        String::from_utf8(b).map_err(|_| {
+                            format!("password_file '{}' is not UTF-8 text", path.display())
+                        })
+                    });
+                match read {
                     Ok(s) => {
                         let s = s.strip_suffix('\n').unwrap_or(&s);
                         let s = s.strip_suffix('\r').unwrap_or(s);
                         Ok(Some(Secret::new(s.to_string())))
                     }
-                    Err(e) => {
-                        self.err(
-                            &f.referenced,
-                            format!("cannot read password_file '{}': {e}", path.display()),
-                        );
+                    Err(m) => {
+                        self.err(&f.referenced, m);
                         Err(())
                     }
                 }
@@ -609,7 +658,7 @@ impl Cx<'_> {
         let ca_file = s
             .ca_file
             .as_ref()
-            .map(|v| self.readable_file(v, "ca_file").ok_or(()))
+            .map(|v| self.certificate_file(v, "ca_file").map(|c| c.0).ok_or(()))
             .transpose();
         let pin = s
             .pin_sha256
@@ -623,10 +672,7 @@ impl Cx<'_> {
             });
         let pin = pin.transpose();
         let (client_cert, client_key) = match (&s.client_cert, &s.client_key) {
-            (Some(c), Some(k)) => (
-                self.readable_file(c, "client_cert"),
-                self.readable_file(k, "client_key"),
-            ),
+            (Some(c), Some(k)) => self.client_identity(c, k),
             (None, None) => (None, None),
             (Some(v), None) | (None, Some(v)) => {
                 self.err(
@@ -743,7 +789,7 @@ impl Cx<'_> {
             None => Some(Duration::from_secs(30)),
         };
         let ca_file = match &m.smtp.ca_file {
-            Some(v) => self.readable_file(v, "smtp ca_file").map(Some),
+            Some(v) => self.certificate_file(v, "smtp ca_file").map(|c| Some(c.0)),
             None => Some(None),
         };
         let from = self.text(&m.from);

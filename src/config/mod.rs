@@ -2,6 +2,7 @@
 //! structs. YAML is touched here and nowhere else.
 
 mod error;
+pub mod files;
 mod load;
 mod raw;
 mod types;

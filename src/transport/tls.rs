@@ -15,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -261,18 +260,12 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     /// Loads `ca_file` (or the system roots) and the client certificate.
     pub fn load(server: &Server) -> Result<TlsMaterial, String> {
+        use crate::config::files;
         let mut roots = RootCertStore::empty();
         match &server.ca_file {
             Some(path) => {
-                let f = std::fs::File::open(path)
-                    .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-                let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(f))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("ca_file {} is not PEM: {e}", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!("ca_file {} holds no certificate", path.display()));
-                }
-                for c in certs {
+                let bytes = files::read_bounded(path, "ca_file", files::MAX_PEM_BYTES)?;
+                for c in files::certificates(&bytes, "ca_file", path)? {
                     roots.add(c).map_err(|e| {
                         format!("ca_file {}: unusable certificate: {e}", path.display())
                     })?;
@@ -292,17 +285,12 @@ impl TlsMaterial {
         }
         let client = match (&server.client_cert, &server.client_key) {
             (Some(cert), Some(key)) => {
-                let f = std::fs::File::open(cert)
-                    .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?;
-                let chain: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(f))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("client_cert {} is not PEM: {e}", cert.display()))?;
-                let f = std::fs::File::open(key)
-                    .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?;
-                let key = rustls_pemfile::private_key(&mut BufReader::new(f))
-                    .map_err(|e| format!("client_key {} is not PEM: {e}", key.display()))?
-                    .ok_or_else(|| format!("client_key {} holds no private key", key.display()))?;
-                Some((chain, Arc::new(key)))
+                let bytes = files::read_bounded(cert, "client_cert", files::MAX_PEM_BYTES)?;
+                let chain = files::certificates(&bytes, "client_cert", cert)?;
+                let bytes = files::read_bounded(key, "client_key", files::MAX_PEM_BYTES)?;
+                let der = files::private_key(&bytes, "client_key", key)?;
+                files::key_matches(&chain, &der, key)?;
+                Some((chain, Arc::new(der)))
             }
             _ => None,
         };
