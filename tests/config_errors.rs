@@ -536,3 +536,48 @@ fn files_that_never_end_are_refused_with_their_size_limit() {
         "larger than 1024 KiB",
     );
 }
+
+// Hardening 5, 6, 7: an unusable state folder, '..' in remote paths, a schedule that never fires.
+rejected!(
+    a_state_dir_under_a_regular_file_is_refused_with_its_location,
+    [
+        ("ferry.yaml", agent("state_dir: afile/state\n")),
+        ("afile", b"I am a file".to_vec())
+    ],
+    "ferry.yaml:6:12",
+    "state_dir"
+);
+#[test]
+fn parent_references_in_remote_paths_are_refused() {
+    let j = BASE_JOB.replace("remote_dir: /inbound", "remote_dir: /inbound/../etc");
+    assert_rejected(
+        &[("jobs/a.yaml", j.as_bytes())],
+        "jobs/a.yaml:4:13",
+        "contains '..'",
+    );
+    let pull = "direction: pull\nserver: ch\nlocal_dir: ../in\nremote_dir: /outbound\nafter_pull: \"move:/outbound/../../x\"\n";
+    assert_rejected(
+        &[("jobs/a.yaml", pull.as_bytes())],
+        "jobs/a.yaml:5:13",
+        "contains '..'",
+    );
+}
+
+rejected!(
+    a_schedule_that_can_never_fire_is_refused,
+    [("jobs/a.yaml", job("schedule: \"0 0 30 2 *\"\n"))],
+    "jobs/a.yaml:5:11",
+    "never fires"
+);
+
+#[test]
+fn check_warns_about_files_in_the_jobs_folder_that_are_not_jobs() {
+    let fx = Fixture::new(&[("jobs/acme.yml", BASE_JOB.as_bytes())]);
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = support::stdout(&out);
+    assert!(
+        text.contains("acme.yml: not a job (job files end in .yaml); rename it to .yaml"),
+        "{text}"
+    );
+}

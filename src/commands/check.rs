@@ -31,6 +31,9 @@ pub fn check(path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             None => "not configured (failures are only logged)".to_string(),
         }
     );
+    for n in &cfg.notices {
+        let _ = writeln!(s, "warning: {n}");
+    }
     let now = Utc::now();
     for job in cfg.jobs.values() {
         s.push('\n');

@@ -45,8 +45,23 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
     };
 
     let state_dir = match &doc.state_dir {
-        Some(v) => cx.path(v),
-        None => Some(normalize(&dir.join("state"))),
+        Some(v) => cx.path(v).and_then(|p| match dir_usable(&p, "state_dir") {
+            Ok(()) => Some(p),
+            Err(m) => {
+                cx.err(&v.referenced, m);
+                None
+            }
+        }),
+        None => {
+            let p = normalize(&dir.join("state"));
+            match dir_usable(&p, "state_dir") {
+                Ok(()) => Some(p),
+                Err(m) => {
+                    cx.errors.push(ConfigError::new(path, 0, 0, m));
+                    None
+                }
+            }
+        }
     };
     let jobs_dir = match &doc.jobs_dir {
         Some(v) => cx.path(v),
@@ -83,7 +98,7 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         timezone: Tz::UTC,
         retry: RetryPolicy::default(),
     });
-    let jobs = match &jobs_dir {
+    let (jobs, notices) = match &jobs_dir {
         Some(jobs_dir) => load_jobs(
             jobs_dir,
             doc.jobs_dir.as_ref(),
@@ -93,7 +108,7 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
             &job_defaults,
             errors,
         ),
-        None => BTreeMap::new(),
+        None => (BTreeMap::new(), Vec::new()),
     };
     let mail = mail.map(|mut m| {
         m.timezone = job_defaults.timezone;
@@ -110,6 +125,7 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         jobs,
         max_parallel_jobs: max_parallel_jobs?,
         shutdown_grace: shutdown_grace?,
+        notices,
     })
 }
 
@@ -121,7 +137,8 @@ fn load_jobs(
     declared: &[&str],
     defaults: &Defaults,
     errors: &mut Vec<ConfigError>,
-) -> BTreeMap<String, Job> {
+) -> (BTreeMap<String, Job>, Vec<String>) {
+    let mut notices = Vec::new();
     let mut jobs = BTreeMap::new();
     let entries = match std::fs::read_dir(jobs_dir) {
         Ok(e) => e,
@@ -138,11 +155,30 @@ fn load_jobs(
                     jobs_dir.display()
                 ),
             ));
-            return jobs;
+            return (jobs, notices);
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    let all: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    for p in &all {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let is_job = p.extension().is_some_and(|x| x == "yaml") && p.is_file();
+        if !is_job && !name.starts_with('.') {
+            notices.push(format!(
+                "{}: not a job (job files end in .yaml){}",
+                p.display(),
+                if name.ends_with(".yml") {
+                    "; rename it to .yaml to use it"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    let mut files: Vec<PathBuf> = all
+        .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p.is_file())
         .collect();
     files.sort();
@@ -175,7 +211,7 @@ fn load_jobs(
             jobs.insert(stem, job);
         }
     }
-    jobs
+    (jobs, notices)
 }
 
 /// Job names are file stems, used in paths and commands.
@@ -883,7 +919,7 @@ impl Cx<'_> {
         };
         let local_dir = self.path(&j.local_dir);
         if let Some(dir) = &local_dir
-            && let Err(msg) = dir_usable(dir)
+            && let Err(msg) = dir_usable(dir, "local_dir")
         {
             self.err(&j.local_dir.referenced, msg);
             ok = false;
@@ -895,6 +931,17 @@ impl Cx<'_> {
             self.err(
                 &j.remote_dir.referenced,
                 "remote_dir contains control characters",
+            );
+            ok = false;
+        }
+        if let Some(r) = &remote_dir
+            && has_parent_ref(r)
+        {
+            self.err(
+                &j.remote_dir.referenced,
+                format!(
+                    "remote_dir '{r}' contains '..': name the folder itself, as the partner gave it"
+                ),
             );
             ok = false;
         }
@@ -928,6 +975,16 @@ impl Cx<'_> {
         };
         let schedule = match (&j.schedule, timezone) {
             (Some(v), Some(tz)) => match Schedule::parse(&v.value, tz) {
+                Ok(s) if s.next_after(chrono::Utc::now()).is_none() => {
+                    self.err(
+                        &v.referenced,
+                        format!(
+                            "job '{name}': schedule '{}' never fires (no such date), expected a schedule with a next run",
+                            v.value
+                        ),
+                    );
+                    None
+                }
                 Ok(s) => Some(Some(s)),
                 Err(msg) => {
                     self.err(&v.referenced, format!("job '{name}': {msg}"));
@@ -1098,12 +1155,20 @@ fn parse_after_pull(s: &str) -> Result<AfterPull, String> {
         "delete" => Ok(AfterPull::Delete),
         "keep" => Ok(AfterPull::Keep),
         _ => match s.strip_prefix("move:") {
+            Some(dir) if has_parent_ref(dir) => Err(format!(
+                "after_pull '{s}' contains '..': name the folder itself"
+            )),
             Some(dir) if !dir.trim().is_empty() => Ok(AfterPull::Move(dir.to_string())),
             _ => Err(format!(
                 "invalid after_pull '{s}', expected one of delete, keep, move:/remote/folder"
             )),
         },
     }
+}
+
+/// Whether a remote path has a `..` component (it could leave the folder meant).
+fn has_parent_ref(p: &str) -> bool {
+    p.split(['/', '\\']).any(|c| c == "..")
 }
 
 /// Parses a SHA-256 fingerprint written `AB:CD:...` or as plain hex.
@@ -1145,13 +1210,17 @@ pub fn expand_env(s: &str) -> Result<String, String> {
 }
 
 /// A local folder exists, or its nearest existing ancestor is a folder we may write in.
-fn dir_usable(dir: &Path) -> Result<(), String> {
+fn dir_usable(dir: &Path, key: &str) -> Result<(), String> {
     if dir.exists() {
         return if dir.is_dir() {
-            Ok(())
+            if writable(dir) {
+                Ok(())
+            } else {
+                Err(format!("{key} '{}' is not writable", dir.display()))
+            }
         } else {
             Err(format!(
-                "local_dir '{}' exists but is not a folder",
+                "{key} '{}' exists but is not a folder",
                 dir.display()
             ))
         };
@@ -1166,7 +1235,7 @@ fn dir_usable(dir: &Path) -> Result<(), String> {
         if probe.exists() {
             if !probe.is_dir() {
                 return Err(format!(
-                    "local_dir '{}' cannot be created: '{}' is not a folder",
+                    "{key} '{}' cannot be created: '{}' is not a folder",
                     dir.display(),
                     probe.display()
                 ));
@@ -1175,7 +1244,7 @@ fn dir_usable(dir: &Path) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "local_dir '{}' does not exist and cannot be created: '{}' is not writable",
+                    "{key} '{}' does not exist and cannot be created: '{}' is not writable",
                     dir.display(),
                     probe.display()
                 ))

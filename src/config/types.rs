@@ -31,6 +31,8 @@ pub struct Config {
     pub max_parallel_jobs: u32,
     /// How long in-flight files may finish after SIGTERM before they are aborted.
     pub shutdown_grace: Duration,
+    /// Things `check` warns about that do not stop a run (a `jobs/x.yml`).
+    pub notices: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
