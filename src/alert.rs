@@ -10,6 +10,7 @@
 //! contents, never passwords.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,14 +41,22 @@ pub struct Alerter {
     digest: Mutex<Option<JoinHandle<()>>>,
     ledger: Arc<Mutex<Ledger>>,
     wake: Arc<Notify>,
+    /// Failed send attempts so far: `flush` stops waiting once one fails.
+    failures: Arc<AtomicU64>,
 }
 
 impl Alerter {
     /// Starts the background sender on the current runtime.
     pub fn start(mail: Option<Mail>, ledger: Arc<Mutex<Ledger>>) -> Arc<Alerter> {
         let wake = Arc::new(Notify::new());
+        let failures = Arc::new(AtomicU64::new(0));
         let (mail_tx, mail_rx) = watch::channel(mail.clone());
-        tokio::spawn(sender(mail_rx, ledger.clone(), wake.clone()));
+        tokio::spawn(sender(
+            mail_rx,
+            ledger.clone(),
+            wake.clone(),
+            failures.clone(),
+        ));
         Arc::new(Alerter {
             mail: Mutex::new(mail),
             mail_tx,
@@ -55,6 +64,7 @@ impl Alerter {
             digest: Mutex::new(None),
             ledger,
             wake,
+            failures,
         })
     }
 
@@ -358,6 +368,8 @@ impl Alerter {
             return;
         }
         let deadline = tokio::time::Instant::now() + limit;
+        let failed_before = self.failures.load(Ordering::SeqCst);
+        self.wake.notify_one();
         loop {
             let pending = self
                 .ledger
@@ -368,14 +380,16 @@ impl Alerter {
             if pending == 0 {
                 return;
             }
-            if tokio::time::Instant::now() >= deadline {
+            // A failed attempt means the server is not taking mail now; the
+            // sender's backoff would outlast us anyway.
+            let failed = self.failures.load(Ordering::SeqCst) > failed_before;
+            if failed || tokio::time::Instant::now() >= deadline {
                 warn!(
                     pending,
                     "mail not sent yet; it stays queued and the next ferry run sends it"
                 );
                 return;
             }
-            self.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -543,13 +557,13 @@ fn human_duration(d: chrono::Duration) -> String {
 }
 
 /// Sends the outbox, oldest first; on failure waits with backoff (2 s
-/// doubling to 5 min) and tries again. Never gives up while ferry runs.
-/// Sends the outbox, oldest first, with backoff while the SMTP server
-/// fails; picks up new mail settings from `settings` between messages.
+/// doubling to 5 min, not cut short by new mail) and tries again. Never
+/// gives up while ferry runs; picks up new mail settings between messages.
 async fn sender(
     mut settings: watch::Receiver<Option<Mail>>,
     ledger: Arc<Mutex<Ledger>>,
     wake: Arc<Notify>,
+    failures: Arc<AtomicU64>,
 ) {
     loop {
         let mail = settings.borrow_and_update().clone();
@@ -607,15 +621,17 @@ async fn sender(
                         if let Ok(l) = ledger.lock() {
                             let _ = l.mail_failed(m.id, &msg);
                         }
+                        failures.fetch_add(1, Ordering::SeqCst);
                         failed = true;
                         break;
                     }
                 }
             }
             if failed {
+                // New mail does not cut the backoff short: it would fail the
+                // same way. Only new settings do.
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = wake.notified() => {}
                     _ = settings.changed() => break,
                 }
                 delay = (delay * 2).min(Duration::from_secs(300));

@@ -544,3 +544,45 @@ async fn a_run_that_fails_as_a_whole_is_emailed_like_an_unreachable_server() {
     assert!(header(&msgs[0], "Subject").starts_with("[ferry] FAILED acme-837-out"));
     assert!(msgs[0].contains("cannot create local_dir"), "{}", msgs[0]);
 }
+
+/// Hardening 4: an SMTP server that drops every connection is not hammered:
+/// the outbox honours its backoff, and `once` stops waiting for mail at the
+/// first failed attempt, leaving the mail queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_server_that_drops_connections_gets_one_try_and_once_exits_promptly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let (_srv, s) =
+        failing_setup(&mail_yaml(port, "none", None, "1h").replace("timeout: 3s", "timeout: 10s"))
+            .await;
+    s.drop_file("outbox/denied.837", b"ISA~");
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .args(["once", "acme-837-out"])
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
+    assert!(
+        took < Duration::from_secs(5),
+        "once waited {took:?} for mail it cannot send"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&n), "{n} SMTP connections for one alert");
+    let conn = rusqlite::Connection::open(s.path().join("state/ferry.db")).unwrap();
+    let queued: i64 = conn
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(queued, 1, "the mail stays queued for the next run");
+}
