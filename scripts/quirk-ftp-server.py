@@ -40,6 +40,8 @@ Quirks (--quirks, else the FERRY_QUIRKS environment variable; comma-separated):
   too-many-530         a second concurrent login of the same user: "530 Sorry, the maximum
                        number of clients (1) for this user are already connected." and the
                        connection is closed (ProFTPD MaxClientsPerUser 1 says exactly this)
+  pasv-elsewhere       no EPSV; PASV replies name 127.0.0.2 (the data listener stays on 127.0.0.1)
+  prot-534             PROT P is refused with "534 PROT P refused by policy."
   odd-list             LIST in DOS format with four-digit years and Unix with ACL markers,
                        plus a symlink and a line that is no listing line (use with no-mlst)
   consume              a file whose upload completes, or which RNTO renames, under a name not
@@ -66,7 +68,8 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHa
 from pyftpdlib.servers import FTPServer
 
 KNOWN = {"iis-size", "no-feat", "no-mlst", "no-size", "sha256", "lying-hash", "rnto-drop",
-         "stor-421-after-data", "too-many-530", "consume", "odd-list"}
+         "stor-421-after-data", "too-many-530", "consume", "odd-list",
+         "pasv-elsewhere", "prot-534"}
 QUIRKS = set()
 ALGOS = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512", "MD5": "md5"}
 log = logging.getLogger("quirk-ftp-server")
@@ -141,6 +144,8 @@ class QuirkHandler(TLS_FTPHandler):
             self.respond("211 No features")
             return
         feats = {"UTF8", "TVFS", "EPRT", "EPSV", "MDTM", "MFMT", "REST STREAM"}
+        if quirk("pasv-elsewhere"):
+            feats.discard("EPSV")
         feats.update(self._extra_feats)
         if not quirk("no-size"):
             feats.add("SIZE")
@@ -154,6 +159,18 @@ class QuirkHandler(TLS_FTPHandler):
         self.push("211-Features supported:\r\n")
         self.push("".join(" %s\r\n" % f for f in sorted(feats)))
         self.respond("211 End FEAT.")
+
+    def ftp_EPSV(self, line):
+        if quirk("pasv-elsewhere"):
+            self.respond("502 Command not implemented.")
+            return
+        super().ftp_EPSV(line)
+
+    def ftp_PROT(self, line):
+        if quirk("prot-534"):
+            self.respond("534 PROT P refused by policy.")
+            return
+        super().ftp_PROT(line)
 
     def ftp_SIZE(self, path):
         if quirk("no-size"):
@@ -344,7 +361,8 @@ def main():
     QuirkHandler.authorizer = auth
     QuirkHandler.banner = "ferry quirk FTPS server (pyftpdlib) ready."
     QuirkHandler.passive_ports = list(range(args.port + 1, args.port + 1 + args.pasv_count))
-    QuirkHandler.masquerade_address = None
+    # pasv-elsewhere: PASV names another address than the control connection's.
+    QuirkHandler.masquerade_address = "127.0.0.2" if quirk("pasv-elsewhere") else None
     QuirkHandler.timeout = 300
     QuirkHandler.auth_failed_timeout = 1
 

@@ -789,6 +789,7 @@ impl Cx<'_> {
             client_key,
             tls_versions,
             passive_nat_workaround: s.passive_nat_workaround.as_ref().is_some_and(|v| v.value),
+            trust_pasv_address: s.trust_pasv_address.as_ref().is_some_and(|v| v.value),
             consumes: s.consumes.as_ref().is_some_and(|v| v.value),
             max_listing,
             timeout: timeout?,

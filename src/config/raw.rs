@@ -70,6 +70,7 @@ pub struct Server {
     pub client_key: Option<At<String>>,
     pub tls_versions: Option<At<Vec<At<String>>>>,
     pub passive_nat_workaround: Option<At<bool>>,
+    pub trust_pasv_address: Option<At<bool>>,
     pub timeout: Option<At<String>>,
     pub max_connections: Option<At<u32>>,
     pub consumes: Option<At<bool>>,

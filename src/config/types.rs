@@ -128,6 +128,10 @@ pub struct Server {
     /// 1.2 (see `transport::tls` for why 1.2 is preferred).
     pub tls_versions: Option<Vec<TlsVersion>>,
     pub passive_nat_workaround: bool,
+    /// Follow a PASV reply that names another host than the control
+    /// connection's (off: such a reply is answered by connecting to the
+    /// control connection's address, with a warning).
+    pub trust_pasv_address: bool,
     /// Bound on any single protocol step.
     pub timeout: Duration,
     /// Concurrent sessions to this server, across all jobs.
@@ -159,6 +163,7 @@ impl Server {
             client_key: None,
             tls_versions: None,
             passive_nat_workaround: false,
+            trust_pasv_address: false,
             timeout: Duration::from_secs(30),
             max_connections: 2,
             consumes: false,

@@ -184,7 +184,17 @@ impl FtpsSession {
                         ftp.into_secure(connector, &server.host),
                     )
                     .await?
-                    .map_err(|e| self.map(e, "starting TLS (AUTH TLS)", None))?,
+                    .map_err(|e| {
+                        // suppaftp sends PBSZ 0 and PROT P once the handshake
+                        // is done: a refusal then is theirs, not AUTH TLS's.
+                        let handshaken = self.tls.lock().is_ok_and(|s| s.version.is_some());
+                        let step = if handshaken {
+                            "protecting data connections (PBSZ 0, PROT P)"
+                        } else {
+                            "starting TLS (AUTH TLS)"
+                        };
+                        self.map(e, step, None)
+                    })?,
                     _ => ftp,
                 }
             }
@@ -223,9 +233,22 @@ impl FtpsSession {
             ftp.set_mode(Mode::ExtendedPassive);
         } else {
             ftp.set_mode(Mode::Passive);
-            ftp.set_passive_nat_workaround(server.passive_nat_workaround);
         }
-        ftp = ftp.passive_stream_builder(move |addr: SocketAddr| {
+        // A PASV reply naming another host than the control connection's
+        // would let a server point ferry anywhere: unless the operator trusts
+        // it, the data connection goes to the control peer (as curl does).
+        let control_ip = addr.ip();
+        let follow = server.trust_pasv_address && !server.passive_nat_workaround;
+        let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let name = server.name.clone();
+        ftp = ftp.passive_stream_builder(move |pasv: SocketAddr| {
+            let mut addr = pasv;
+            if pasv.ip() != control_ip && !follow {
+                addr = SocketAddr::new(control_ip, pasv.port());
+                if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    warn!(server = %name, pasv = %pasv.ip(), control = %control_ip, "the server's PASV reply names another address than the control connection; connecting to the control connection's address (set trust_pasv_address: true to follow it)");
+                }
+            }
             Box::pin(async move {
                 match tokio::time::timeout(t, TcpStream::connect(addr)).await {
                     Ok(r) => r.map_err(FtpError::ConnectionError),
