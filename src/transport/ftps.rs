@@ -911,10 +911,7 @@ fn capabilities(feat: &suppaftp::types::Features) -> Capabilities {
 /// Reads the SHA-256 out of a `HASH` (`213 SHA-256 0-49 <hex> name`) or
 /// `XSHA256` (`213 <hex>`) reply. A HASH reply naming another algorithm is
 /// refused: it must never pass for a SHA-256.
-pub(crate) fn parse_hash_reply(
-    text: &str,
-    cmd: HashCommand,
-) -> std::result::Result<[u8; 32], String> {
+pub fn parse_hash_reply(text: &str, cmd: HashCommand) -> std::result::Result<[u8; 32], String> {
     let tokens: Vec<&str> = text.split_whitespace().collect();
     let hex = match cmd {
         HashCommand::Hash => {

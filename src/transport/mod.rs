@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use error::{ErrorKind, TlsFailure, TransportError};
-pub use ftps::{FtpsSession, SessionReport};
+pub use ftps::{FtpsSession, SessionReport, parse_hash_reply};
 pub use listing::RemoteEntry;
 
 use crate::config::Server;
