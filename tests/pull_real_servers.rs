@@ -102,6 +102,15 @@ async fn a_crash_after_placing_adopts_the_placed_file_instead_of_downloading_it_
         &s,
         "UPDATE files SET state = 'verified', local_path = NULL;",
     );
+    // Verified but not placed: pending, not delivered.
+    let v = history(&s);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "pending"),
+        "{v:#}"
+    );
     std::fs::copy(s.local("inbox/remit.835"), s.local("inbox/.remit.835.part")).unwrap();
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.failed(), 0, "{r:?}");
@@ -435,7 +444,9 @@ async fn odd_listings_are_read_and_unreadable_lines_are_counted_and_shown() {
     s.job("in", JOB);
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.delivered(), 4, "{r:?}");
-    assert_eq!(r.listing_unparsed, 1, "{r:?}");
+    // The bad line, and the symlink line just before it (it might be the
+    // start of a name the bad line continues).
+    assert_eq!(r.listing_unparsed, 2, "{r:?}");
     assert_eq!(
         local_names(&s.local("inbox")),
         ["r0.835", "r1.835", "r2.835", "r3.835"]
@@ -449,8 +460,34 @@ async fn odd_listings_are_read_and_unreadable_lines_are_counted_and_shown() {
         .unwrap();
     let text = support::stdout(&out);
     assert!(
-        text.contains("1 line(s) of the server's listing could not be read"),
+        text.contains("2 line(s) of the server's listing could not be read"),
         "{text}"
     );
     assert!(text.contains("delivered  r4.835"), "{text}");
+}
+
+/// Scenario 7: a remote name with a line feed inside never becomes phantom
+/// entries: the line after the break cannot be read, so the entry before it
+/// is not trusted either; both are counted, nothing is downloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_a_line_feed_never_becomes_phantom_entries() {
+    if !available() {
+        return;
+    }
+    for quirks in ["no-mlst", ""] {
+        let srv = if quirks.is_empty() {
+            RealServer::quirky("sha256")
+        } else {
+            RealServer::quirky(quirks)
+        };
+        partner_drops(&srv, "a\nb.835", b"ISA*00*lf~", 60);
+        partner_drops(&srv, "fine.835", b"ISA*00*ok~", 60);
+        let s = Setup::new(&yaml(&srv, ""));
+        s.job("in", JOB);
+        let r = run(&s.engine(), &s.config(), "in").await;
+        assert_eq!(r.failed(), 0, "{quirks}: no phantom download fails: {r:?}");
+        assert_eq!(r.delivered(), 1, "{quirks}: {r:?}");
+        assert_eq!(r.listing_unparsed, 2, "{quirks}: {r:?}");
+        assert_eq!(local_names(&s.local("inbox")), ["fine.835"], "{quirks}");
+    }
 }

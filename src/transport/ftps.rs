@@ -413,8 +413,7 @@ impl Remote for FtpsSession {
             })
             .await?;
         let max = self.server.max_listing;
-        let mut entries = Vec::new();
-        let mut unparsed = 0u64;
+        let mut collected = listing::Collector::default();
         let mut lines = 0u64;
         let mut reader = LineReader::default();
         let read: Result<()> = async {
@@ -434,20 +433,7 @@ impl Remote for FtpsSession {
                             "the listing of {dir} has more than {max} entries; ferry stopped reading it (raise max_listing for this server if the folder really holds that many)"
                         )));
                     }
-                    match line {
-                        Some(text) => match listing::parse_line(&text, mlsd, dir) {
-                            listing::Line::Entry(e) => entries.push(e),
-                            listing::Line::Skip => {}
-                            listing::Line::Unparsed => {
-                                unparsed += 1;
-                                listing::warn_unparsed(dir, &text);
-                            }
-                        },
-                        None => {
-                            unparsed += 1;
-                            listing::warn_unparsed(dir, "(a line longer than 8 KiB)");
-                        }
-                    }
+                    collected.push(line.as_deref(), mlsd, dir);
                 }
                 if done {
                     return Ok(());
@@ -468,8 +454,8 @@ impl Remote for FtpsSession {
             Box::pin(async move { f.cwd(&home).await })
         })
         .await?;
-        self.unparsed = unparsed;
-        Ok(entries)
+        self.unparsed = collected.unparsed;
+        Ok(collected.entries)
     }
 
     async fn upload(

@@ -49,7 +49,13 @@ pub fn parse_line(line: &str, mlsd: bool, dir: &str) -> Line {
     if line.starts_with("total ") || line.trim().is_empty() {
         return Line::Skip;
     }
+    // RFC 3659: an MLSD entry is `facts SP name` (facts end in ';'), or
+    // `SP name` without facts; anything else is not an entry.
+    let mlsd_shaped = line.starts_with(' ') || line.contains("; ");
     let parsed = if mlsd {
+        if !mlsd_shaped {
+            return Line::Unparsed;
+        }
         ListParser::parse_mlsd(line).ok().map(|f| from_file(&f))
     } else {
         // ferry's own DOS reader first: suppaftp's takes a four-digit year
@@ -212,19 +218,52 @@ pub fn parse(lines: &[String], mlsd: bool, dir: &str) -> Vec<RemoteEntry> {
 }
 
 pub fn parse_counted(lines: &[String], mlsd: bool, dir: &str) -> (Vec<RemoteEntry>, u64) {
-    let mut out = Vec::new();
-    let mut unparsed = 0;
+    let mut c = Collector::default();
     for line in lines {
-        match parse_line(line, mlsd, dir) {
-            Line::Entry(e) => out.push(e),
+        c.push(Some(line), mlsd, dir);
+    }
+    (c.entries, c.unparsed)
+}
+
+/// Builds a listing line by line, as it streams in.
+#[derive(Debug, Default)]
+pub struct Collector {
+    pub entries: Vec<RemoteEntry>,
+    /// Lines that could not be read (each logged as a warning).
+    pub unparsed: u64,
+    last_was_entry: bool,
+}
+
+impl Collector {
+    /// Adds one line; `None` is a line too long to keep.
+    pub fn push(&mut self, line: Option<&str>, mlsd: bool, dir: &str) {
+        let parsed = match line {
+            Some(text) => parse_line(text, mlsd, dir),
+            None => Line::Unparsed,
+        };
+        match parsed {
+            Line::Entry(e) => {
+                self.entries.push(e);
+                self.last_was_entry = true;
+                return;
+            }
             Line::Skip => {}
             Line::Unparsed => {
-                unparsed += 1;
-                warn_unparsed(dir, line);
+                self.unparsed += 1;
+                warn_unparsed(dir, line.unwrap_or("(a line longer than 8 KiB)"));
+                // A line that cannot be read right after an entry may be the
+                // rest of that entry's name (a name with a line feed): the
+                // entry is not trusted either.
+                if self.last_was_entry
+                    && let Some(e) = self.entries.pop()
+                {
+                    self.unparsed += 1;
+                    warn_unparsed(dir, &e.name);
+                }
             }
         }
+        self.last_was_entry = false;
     }
-    (out, unparsed)
 }
 
 /// Logs a listing line ferry cannot read (shortened, control characters escaped).
@@ -319,10 +358,11 @@ mod tests {
                 ("link.837", 10, false),
                 ("four.835", 77, true),
                 ("r0.835", 9, true),
-                ("archive", 0, false)
             ]
         );
-        assert_eq!(unparsed, 1);
+        // The bad line, and the entry just before it: it may be the first
+        // half of a name with a line feed that the bad line continues.
+        assert_eq!(unparsed, 2);
         assert_eq!(
             e[2].mtime.unwrap().to_rfc3339(),
             "2026-11-24T13:50:00+00:00"
