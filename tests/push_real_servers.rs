@@ -751,3 +751,67 @@ async fn a_lost_connection_while_removing_a_partial_temp_file_leaves_no_temp_beh
     assert_eq!(std::fs::read(inbound.join("d.837")).unwrap(), data);
     assert_eq!(names(&inbound), ["d.837"], "no temp file left behind");
 }
+
+/// Scenario 9: a file that cannot be read, whose name and size match an
+/// earlier delivery, fails alone; the rest of the batch is delivered. (Run
+/// as the unprivileged test user: root reads everything.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_fails_alone_and_the_rest_of_the_batch_goes_out() {
+    if !available() {
+        return;
+    }
+    let srv = RealServer::start(Kind::VsftpdExplicit);
+    let inbound = inbox(&srv);
+    let s = Setup::new(&yaml(&srv, ""));
+    let ca = s.path().join("ca.pem");
+    std::fs::copy(srv.ca_file(), &ca).unwrap();
+    let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    std::fs::write(
+        s.path().join("ferry.yaml"),
+        cfg.replace(
+            &srv.ca_file().display().to_string(),
+            &ca.display().to_string(),
+        ),
+    )
+    .unwrap();
+    s.job("out", &JOB.replace("attempts: 3", "attempts: 1"));
+    s.drop_file("outbox/x.837", &claim(1, 5_000));
+    let _ = Command::new("chmod").arg("755").arg(s.path()).status();
+    chown(s.path());
+    let once = || {
+        Command::new("runuser")
+            .args(["-u", USER, "--"])
+            .arg(support::ferry_bin())
+            .arg("--config")
+            .arg(s.path().join("ferry.yaml"))
+            .args(["once", "out"])
+            .output()
+            .unwrap()
+    };
+    let out = once();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        support::stdout(&out),
+        support::stderr(&out)
+    );
+    // Today's x.837: same name and size, other content, and unreadable to ferry.
+    let x = s.local("outbox/x.837");
+    std::fs::write(&x, claim(2, 5_000)).unwrap();
+    let _ = Command::new("chown").arg("root:root").arg(&x).status();
+    let _ = Command::new("chmod").arg("000").arg(&x).status();
+    s.drop_file("outbox/ok.837", &claim(3, 5_000));
+    chown(&s.local("outbox/ok.837"));
+    let out = once();
+    let text = support::stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        support::stderr(&out)
+    );
+    assert!(text.contains("delivered  ok.837"), "{text}");
+    assert!(text.contains("FAILED     x.837"), "{text}");
+    assert!(inbound.join("ok.837").exists());
+}
