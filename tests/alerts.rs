@@ -586,3 +586,55 @@ async fn an_smtp_server_that_drops_connections_gets_one_try_and_once_exits_promp
         .unwrap();
     assert_eq!(queued, 1, "the mail stays queued for the next run");
 }
+
+/// A held file reaches a person: one HELD email naming the file, why it is
+/// held and the two commands that decide it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_file_sends_one_email_with_the_commands_that_decide_it() {
+    if !available() {
+        return;
+    }
+    use support::real_servers::{PASSWORD, RealServer, USER};
+    let ftp = RealServer::quirky("consume");
+    std::fs::create_dir_all(ftp.root().join("inbound")).unwrap();
+    let _ = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{USER}:"))
+        .arg(ftp.root())
+        .status();
+    let smtp = SmtpServer::start("starttls");
+    let s = Setup::new(&format!(
+        "    host: 127.0.0.1\n    port: {}\n    user: {USER}\n    password: {PASSWORD}\n    ca_file: {}\n{}",
+        ftp.port,
+        ftp.ca_file().display(),
+        mail_yaml(smtp.port, "starttls", Some(&smtp.ca_file()), "1h")
+    ));
+    s.job(
+        "acme-837-out",
+        &format!("direction: push\nserver: srv\nlocal_dir: ../outbox\nremote_dir: /inbound\nstable_for: 0s\nupload: direct\n{FAST}"),
+    );
+    s.drop_file("outbox/taken.837", b"ISA*00*taken~");
+    let engine = engine_with_mail(&s).await;
+    let r = run(&engine, &s).await;
+    assert_eq!(r.held(), 1, "{r:?}");
+    let msgs = smtp.wait_for(2, Duration::from_secs(10));
+    let held: Vec<&String> = msgs
+        .iter()
+        .filter(|m| header(m, "Subject").starts_with("[ferry] HELD acme-837-out"))
+        .collect();
+    assert_eq!(held.len(), 1, "{msgs:?}");
+    let m = held[0];
+    assert_eq!(
+        header(m, "Subject"),
+        "[ferry] HELD acme-837-out: 1 file needs a decision"
+    );
+    for fact in [
+        "taken.837",
+        "why: the server confirmed the whole upload",
+        "ferry confirm acme-837-out FILE",
+        "ferry resend acme-837-out FILE",
+    ] {
+        assert!(m.contains(fact), "'{fact}' missing:\n{m}");
+    }
+    assert!(!m.contains("ISA*00*taken"), "never file contents");
+}

@@ -439,6 +439,18 @@ async fn refused_size_and_refused_hash_fall_back_instead_of_failing() {
     assert_eq!(r.files[0].verified, ferry::ledger::Verified::Size);
     assert_eq!(names(&inbound), ["s.837"]);
     assert!(quirks(&s).iter().any(|(k, _, _)| k == "size_refused"));
+    // ferry ping shows what the ledger remembers.
+    let ping = Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .args(["ping", "srv"])
+        .output()
+        .unwrap();
+    let text = support::stdout(&ping);
+    assert!(
+        text.contains("refuses SIZE: sizes are read from listings"),
+        "{text}"
+    );
 
     let pro = RealServer::start_with(
         Kind::ProftpdStock,
