@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,24 +13,8 @@ use async_trait::async_trait;
 use ferry::transfer::{ConnectFn, FileStatus};
 use ferry::transport::{self, Capabilities, Quirks, Remote, RemoteEntry, TransportError};
 use support::engine::{Setup, run};
-use support::real_servers::{Kind, PASSWORD, RealServer, USER, available};
+use support::real_servers::{Kind, RealServer, available, chown_to_test_user, sorted_names};
 use tokio::io::{AsyncRead, AsyncWrite};
-
-fn yaml(srv: &RealServer, extra: &str) -> String {
-    format!(
-        "    host: 127.0.0.1\n    port: {}\n    user: {USER}\n    password: {PASSWORD}\n    ca_file: {}\n    timeout: 15s\n{extra}",
-        srv.port,
-        srv.ca_file().display()
-    )
-}
-
-fn chown(path: &Path) {
-    let _ = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{USER}:"))
-        .arg(path)
-        .status();
-}
 
 /// The partner drops `name` into /outbound with `data`, its time set to
 /// `age_secs` ago.
@@ -50,18 +33,7 @@ fn partner_drops(srv: &RealServer, name: &str, data: &[u8], age_secs: i64) {
         .set_modified(t)
         .unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
-    chown(&dir);
-}
-
-fn local_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    chown_to_test_user(&dir);
 }
 
 const JOB: &str = "direction: pull\nserver: srv\nlocal_dir: ../inbox\nremote_dir: /outbound\nstable_for: 0s\nretry: { attempts: 3, initial_delay: 50ms, max_delay: 200ms }\n";
@@ -90,7 +62,7 @@ async fn a_crash_after_placing_adopts_the_placed_file_instead_of_downloading_it_
         return;
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("in", JOB);
     partner_drops(&srv, "ack.999", b"ISA*00*ack~", 60);
     partner_drops(&srv, "remit.835", b"ISA*00*remit~", 60);
@@ -115,7 +87,7 @@ async fn a_crash_after_placing_adopts_the_placed_file_instead_of_downloading_it_
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.failed(), 0, "{r:?}");
     assert_eq!(
-        local_names(&s.local("inbox")),
+        sorted_names(&s.local("inbox")),
         ["ack.999", "remit.835"],
         "no second copy, no .part left"
     );
@@ -139,7 +111,7 @@ async fn a_reused_name_is_pulled_and_the_same_bytes_are_never_placed_twice_on_vs
         return;
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("in", &format!("{JOB}after_pull: keep\n"));
     partner_drops(&srv, "x.999", b"ISA*00*first~", 30);
     let r = run(&s.engine(), &s.config(), "in").await;
@@ -151,7 +123,7 @@ async fn a_reused_name_is_pulled_and_the_same_bytes_are_never_placed_twice_on_vs
     partner_drops(&srv, "x.999", b"ISA*00*secnd~", 20);
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.delivered(), 1, "the reused name is a new file: {r:?}");
-    assert_eq!(local_names(&s.local("inbox")), ["x.1.999", "x.999"]);
+    assert_eq!(sorted_names(&s.local("inbox")), ["x.1.999", "x.999"]);
     assert_eq!(
         std::fs::read(s.local("inbox/x.1.999")).unwrap(),
         b"ISA*00*secnd~"
@@ -161,7 +133,7 @@ async fn a_reused_name_is_pulled_and_the_same_bytes_are_never_placed_twice_on_vs
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.failed(), 0, "{r:?}");
     assert_eq!(
-        local_names(&s.local("inbox")),
+        sorted_names(&s.local("inbox")),
         ["x.1.999", "x.999"],
         "{r:?}"
     );
@@ -263,7 +235,7 @@ async fn a_retried_delete_never_removes_a_new_file_of_the_same_name_unread() {
         return;
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("in", &format!("{JOB}after_pull: delete\n"));
     partner_drops(&srv, "remit.835", b"ISA*00*monday~", 120);
     let r = run(&s.engine().with_connector(denying(100)), &s.config(), "in").await;
@@ -276,7 +248,7 @@ async fn a_retried_delete_never_removes_a_new_file_of_the_same_name_unread() {
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.failed(), 0, "{r:?}");
     assert_eq!(
-        local_names(&s.local("inbox")),
+        sorted_names(&s.local("inbox")),
         ["remit.1.835", "remit.835"],
         "{r:?}"
     );
@@ -303,7 +275,7 @@ async fn an_after_pull_that_keeps_failing_is_reported_failed_then_a_gone_file_en
         return;
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job(
         "in",
         &format!(
@@ -321,7 +293,7 @@ async fn an_after_pull_that_keeps_failing_is_reported_failed_then_a_gone_file_en
         "{r2:?}"
     );
     assert_eq!(
-        local_names(&s.local("inbox")),
+        sorted_names(&s.local("inbox")),
         ["a.999"],
         "never downloaded twice"
     );
@@ -341,7 +313,7 @@ async fn a_missing_remote_dir_or_an_unreachable_server_fails_a_pull_with_exit_1(
         return;
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("in", &JOB.replace("/outbound", "/no-such-folder"));
     let once = |job: &str| {
         Command::new(support::ferry_bin())
@@ -389,12 +361,12 @@ async fn a_listing_longer_than_max_listing_is_a_clear_error() {
     for i in 0..12 {
         partner_drops(&srv, &format!("f{i}.999"), b"ISA~", 60);
     }
-    let s = Setup::new(&yaml(&srv, "    max_listing: 5\n"));
+    let s = Setup::new(&srv.yaml("    max_listing: 5\n"));
     s.job("in", JOB);
     let r = run(&s.engine(), &s.config(), "in").await;
     let err = r.connection_error.clone().expect("the listing is refused");
     assert!(err.contains("more than 5 entries"), "{err}");
-    assert!(local_names(&s.local("inbox")).is_empty());
+    assert!(sorted_names(&s.local("inbox")).is_empty());
 }
 
 /// Scenario 8: vsftpd answers `550 Failed to open file.` for a forbidden
@@ -410,7 +382,7 @@ async fn a_forbidden_file_on_vsftpd_is_a_failure_not_a_disappearance() {
     let p = srv.root().join("outbound/locked.999");
     let _ = Command::new("chown").arg("root:root").arg(&p).status();
     let _ = Command::new("chmod").arg("600").arg(&p).status();
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("in", JOB);
     let r = run(&s.engine(), &s.config(), "in").await;
     match &r.files[0].status {
@@ -440,7 +412,7 @@ async fn odd_listings_are_read_and_unreadable_lines_are_counted_and_shown() {
             600,
         );
     }
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("in", JOB);
     let r = run(&s.engine(), &s.config(), "in").await;
     assert_eq!(r.delivered(), 4, "{r:?}");
@@ -448,7 +420,7 @@ async fn odd_listings_are_read_and_unreadable_lines_are_counted_and_shown() {
     // start of a name the bad line continues).
     assert_eq!(r.listing_unparsed, 2, "{r:?}");
     assert_eq!(
-        local_names(&s.local("inbox")),
+        sorted_names(&s.local("inbox")),
         ["r0.835", "r1.835", "r2.835", "r3.835"]
     );
     partner_drops(&srv, "r4.835", b"ISA*00*4~", 600);
@@ -482,12 +454,12 @@ async fn a_name_with_a_line_feed_never_becomes_phantom_entries() {
         };
         partner_drops(&srv, "a\nb.835", b"ISA*00*lf~", 60);
         partner_drops(&srv, "fine.835", b"ISA*00*ok~", 60);
-        let s = Setup::new(&yaml(&srv, ""));
+        let s = Setup::new(&srv.yaml(""));
         s.job("in", JOB);
         let r = run(&s.engine(), &s.config(), "in").await;
         assert_eq!(r.failed(), 0, "{quirks}: no phantom download fails: {r:?}");
         assert_eq!(r.delivered(), 1, "{quirks}: {r:?}");
         assert_eq!(r.listing_unparsed, 2, "{quirks}: {r:?}");
-        assert_eq!(local_names(&s.local("inbox")), ["fine.835"], "{quirks}");
+        assert_eq!(sorted_names(&s.local("inbox")), ["fine.835"], "{quirks}");
     }
 }

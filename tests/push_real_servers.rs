@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,45 +17,21 @@ use ferry::transport::{self, Capabilities, Quirks, Remote, RemoteEntry};
 use sha2::{Digest, Sha256};
 use support::engine::{Setup, run};
 use support::real_servers::{
-    Kind, PASSWORD, PROFTPD_DIGEST, PROFTPD_EXTRA, RealServer, USER, VSFTPD_EXTRA, available,
+    Kind, PROFTPD_DIGEST, PROFTPD_EXTRA, RealServer, USER, VSFTPD_EXTRA, available,
+    chown_to_test_user, sorted_names,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-fn yaml(srv: &RealServer, extra: &str) -> String {
-    format!(
-        "    host: 127.0.0.1\n    port: {}\n    user: {USER}\n    password: {PASSWORD}\n    ca_file: {}\n    timeout: 15s\n{extra}",
-        srv.port,
-        srv.ca_file().display()
-    )
-}
-
-fn chown(path: &Path) {
-    let _ = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{USER}:"))
-        .arg(path)
-        .status();
-}
 
 fn inbox(srv: &RealServer) -> std::path::PathBuf {
     let p = srv.root().join("inbound");
     std::fs::create_dir_all(&p).unwrap();
-    chown(&p);
+    chown_to_test_user(&p);
     p
 }
 
 fn claim(seed: u8, len: usize) -> Vec<u8> {
     let mut v = b"ISA*00*".to_vec();
     v.extend((0..len).map(|k| (k as u8).wrapping_mul(31).wrapping_add(seed)));
-    v
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
     v
 }
 
@@ -228,7 +203,7 @@ async fn an_upload_cut_before_any_byte_recovers_on_vsftpd_pure_ftpd_and_iis_word
         RealServer::quirky("iis-size"),
     ] {
         let inbound = inbox(&srv);
-        let s = Setup::new(&yaml(&srv, ""));
+        let s = Setup::new(&srv.yaml(""));
         s.job("out", &JOB.replace("attempts: 3", "attempts: 1"));
         let data = claim(1, 40_000);
         s.drop_file("outbox/a.837", &data);
@@ -240,7 +215,7 @@ async fn an_upload_cut_before_any_byte_recovers_on_vsftpd_pure_ftpd_and_iis_word
         let r = run(&s.engine(), &s.config(), "out").await;
         assert_eq!(only(&r), &FileStatus::Delivered, "{:?}: {r:?}", srv.kind);
         assert_eq!(std::fs::read(inbound.join("a.837")).unwrap(), data);
-        assert_eq!(names(&inbound), ["a.837"], "{:?}", srv.kind);
+        assert_eq!(sorted_names(&inbound), ["a.837"], "{:?}", srv.kind);
         // And SIZE of a missing file is "absent", however the server words it.
         let mut session = transport::connect(srv.server("srv", None)).await.unwrap();
         assert_eq!(session.size("/inbound/none.837").await.unwrap(), None);
@@ -260,8 +235,8 @@ async fn yesterdays_same_size_file_is_not_taken_for_todays_cut_upload_on_vsftpd(
     let yesterday = claim(7, 300_000);
     let today = claim(9, 300_000);
     std::fs::write(inbound.join("claims.837"), &yesterday).unwrap();
-    chown(&inbound);
-    let s = Setup::new(&yaml(&srv, ""));
+    chown_to_test_user(&inbound);
+    let s = Setup::new(&srv.yaml(""));
     s.job("out", JOB);
     s.drop_file("outbox/claims.837", &today);
     let engine = s.engine().with_connector(cutting(1, 100_000));
@@ -272,7 +247,7 @@ async fn yesterdays_same_size_file_is_not_taken_for_todays_cut_upload_on_vsftpd(
         today,
         "today's bytes reached the partner"
     );
-    assert_eq!(names(&inbound), ["claims.837"], "no temp file left");
+    assert_eq!(sorted_names(&inbound), ["claims.837"], "no temp file left");
     assert_eq!(s.archived("out").len(), 1);
 }
 
@@ -285,7 +260,7 @@ async fn a_file_replaced_mid_upload_by_one_of_the_same_size_is_delivered_as_itse
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
     let inbound = inbox(&srv);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("out", &JOB.replace("attempts: 3", "attempts: 1"));
     let old = claim(1, 200_000);
     let new = claim(2, 200_000);
@@ -309,7 +284,11 @@ async fn a_file_replaced_mid_upload_by_one_of_the_same_size_is_delivered_as_itse
         Some(hex::encode(Sha256::digest(&new)).as_str())
     );
     assert_eq!(std::fs::read(inbound.join("r.837")).unwrap(), new);
-    assert_eq!(names(&inbound), ["r.837"], "the stale temp file is gone");
+    assert_eq!(
+        sorted_names(&inbound),
+        ["r.837"],
+        "the stale temp file is gone"
+    );
     // A third run sends nothing.
     let r = run(&s.engine(), &s.config(), "out").await;
     assert_eq!(r.delivered(), 0, "{r:?}");
@@ -334,7 +313,7 @@ async fn a_consuming_inbox_gets_one_copy_held_without_the_setting_delivered_with
         let quirky = RealServer::quirky("consume");
         inbox(&quirky);
         for (label, server) in [("vsftpd", &srv), ("pyftpdlib", &quirky)] {
-            let s = Setup::new(&yaml(server, &format!("    consumes: {consumes}\n")));
+            let s = Setup::new(&server.yaml(&format!("    consumes: {consumes}\n")));
             s.job("out", &format!("{JOB}upload: direct\n"));
             s.drop_file("outbox/w.837", &claim(3, 20_000_000));
             let r = run(&s.engine(), &s.config(), "out").await;
@@ -376,7 +355,7 @@ async fn a_lost_rename_reply_to_a_consuming_inbox_never_sends_a_second_copy() {
     for consumes in [true, false] {
         let srv = RealServer::quirky("rnto-drop,consume");
         inbox(&srv);
-        let s = Setup::new(&yaml(&srv, &format!("    consumes: {consumes}\n")));
+        let s = Setup::new(&srv.yaml(&format!("    consumes: {consumes}\n")));
         s.job("out", JOB);
         s.drop_file("outbox/n.837", &claim(5, 30_000));
         let r = run(&s.engine(), &s.config(), "out").await;
@@ -406,7 +385,7 @@ async fn proftpd_stock_refusing_resume_and_overwrite_still_delivers_once() {
     }
     let srv = RealServer::start(Kind::ProftpdStock);
     let inbound = inbox(&srv);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("out", JOB);
     let data = claim(6, 3_000_000);
     s.drop_file("outbox/big.837", &data);
@@ -415,7 +394,7 @@ async fn proftpd_stock_refusing_resume_and_overwrite_still_delivers_once() {
     assert_eq!(only(&r), &FileStatus::Delivered, "{r:?}");
     assert_eq!(r.files[0].verified, ferry::ledger::Verified::Hash);
     assert_eq!(std::fs::read(inbound.join("big.837")).unwrap(), data);
-    assert_eq!(names(&inbound), ["big.837"]);
+    assert_eq!(sorted_names(&inbound), ["big.837"]);
     let q = quirks(&s);
     assert!(q.iter().any(|(k, _, _)| k == "rest_refused"), "{q:?}");
 }
@@ -429,7 +408,7 @@ async fn refused_size_and_refused_hash_fall_back_instead_of_failing() {
     }
     let vs = RealServer::start_with(Kind::VsftpdExplicit, &[(VSFTPD_EXTRA, "cmds_denied=SIZE")]);
     let inbound = inbox(&vs);
-    let s = Setup::new(&yaml(&vs, ""));
+    let s = Setup::new(&vs.yaml(""));
     s.job("out", &format!("{JOB}verify: size\n"));
     s.drop_file("outbox/s.837", &claim(1, 10_000));
     // A cut upload makes recovery look at the server too.
@@ -437,7 +416,7 @@ async fn refused_size_and_refused_hash_fall_back_instead_of_failing() {
     let r = run(&engine, &s.config(), "out").await;
     assert_eq!(only(&r), &FileStatus::Delivered, "{r:?}");
     assert_eq!(r.files[0].verified, ferry::ledger::Verified::Size);
-    assert_eq!(names(&inbound), ["s.837"]);
+    assert_eq!(sorted_names(&inbound), ["s.837"]);
     assert!(quirks(&s).iter().any(|(k, _, _)| k == "size_refused"));
     // ferry ping shows what the ledger remembers.
     let ping = Command::new(support::ferry_bin())
@@ -460,7 +439,7 @@ async fn refused_size_and_refused_hash_fall_back_instead_of_failing() {
         )],
     );
     let inbound = inbox(&pro);
-    let s = Setup::new(&yaml(&pro, ""));
+    let s = Setup::new(&pro.yaml(""));
     s.job("out", JOB);
     s.drop_file("outbox/small.837", &claim(1, 500));
     s.drop_file("outbox/large.837", &claim(2, 50_000));
@@ -469,7 +448,7 @@ async fn refused_size_and_refused_hash_fall_back_instead_of_failing() {
     let level = |n: &str| r.files.iter().find(|f| f.name == n).unwrap().verified;
     assert_eq!(level("small.837"), ferry::ledger::Verified::Hash);
     assert_eq!(level("large.837"), ferry::ledger::Verified::Size);
-    assert_eq!(names(&inbound), ["large.837", "small.837"]);
+    assert_eq!(sorted_names(&inbound), ["large.837", "small.837"]);
     assert!(quirks(&s).iter().any(|(k, _, _)| k == "hash_refused_from"));
 }
 
@@ -489,7 +468,7 @@ async fn a_server_session_limit_shrinks_the_pool_and_delivers_every_file() {
         ),
     ] {
         let inbound = inbox(&srv);
-        let s = Setup::new(&yaml(&srv, "    max_connections: 3\n"));
+        let s = Setup::new(&srv.yaml("    max_connections: 3\n"));
         s.job("out", JOB);
         for i in 0..30 {
             s.drop_file(&format!("outbox/m{i:02}.837"), &claim(i as u8, 2_000));
@@ -497,7 +476,7 @@ async fn a_server_session_limit_shrinks_the_pool_and_delivers_every_file() {
         let r = run(&s.engine(), &s.config(), "out").await;
         assert_eq!(r.delivered(), 30, "{:?}: {r:?}", srv.kind);
         assert!(r.connection_error.is_none(), "{r:?}");
-        assert_eq!(names(&inbound).len(), 30);
+        assert_eq!(sorted_names(&inbound).len(), 30);
         let q = quirks(&s);
         assert!(
             q.iter().any(|(k, v, _)| k == "max_sessions" && *v == 1),
@@ -516,7 +495,7 @@ async fn two_jobs_sending_one_name_to_one_folder_never_share_a_temp_file() {
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
     let inbound = inbox(&srv);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job(
         "a",
         &JOB.replace("../outbox", "../out-a")
@@ -539,7 +518,7 @@ async fn two_jobs_sending_one_name_to_one_folder_never_share_a_temp_file() {
     let r = run(&s.engine(), &cfg, "a").await;
     assert_eq!(only(&r), &FileStatus::Delivered, "{r:?}");
     assert_eq!(std::fs::read(inbound.join("same.837")).unwrap(), a);
-    assert_eq!(names(&inbound), ["same.837"]);
+    assert_eq!(sorted_names(&inbound), ["same.837"]);
 }
 
 /// Held files wait for a person: `ferry resend` sends one again, `ferry
@@ -553,7 +532,7 @@ async fn held_files_are_resent_or_confirmed_by_an_operator_and_the_ledger_says_w
     // not know it: both files are held.
     let srv = RealServer::quirky("consume");
     inbox(&srv);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("out", &format!("{JOB}upload: direct\n"));
     s.drop_file("outbox/h1.837", &claim(1, 100_000));
     s.drop_file("outbox/h2.837", &claim(2, 100_000));
@@ -619,7 +598,7 @@ async fn sigkill_mid_upload_then_rerun_delivers_exactly_once_on_vsftpd_proftpd_a
     for kind in [Kind::VsftpdExplicit, Kind::ProftpdStock, Kind::PureFtpd] {
         let srv = RealServer::start(kind);
         let inbound = inbox(&srv);
-        let s = Setup::new(&yaml(&srv, ""));
+        let s = Setup::new(&srv.yaml(""));
         s.job("out", JOB);
         let data: Vec<u8> = (0..96 * 1024 * 1024u32)
             .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
@@ -668,7 +647,7 @@ async fn sigkill_mid_upload_then_rerun_delivers_exactly_once_on_vsftpd_proftpd_a
             support::stderr(&out)
         );
         assert_eq!(
-            names(&inbound),
+            sorted_names(&inbound),
             ["big.837"],
             "{kind:?}: one file, no temp left"
         );
@@ -700,7 +679,7 @@ async fn push_survives_random_cuts_and_killed_sessions_on_vsftpd_proftpd_and_pur
     for kind in [Kind::VsftpdExplicit, Kind::ProftpdStock, Kind::PureFtpd] {
         let srv = Arc::new(RealServer::start(kind));
         let inbound = inbox(&srv);
-        let s = Setup::new(&yaml(&srv, ""));
+        let s = Setup::new(&srv.yaml(""));
         s.job("out", &JOB.replace("attempts: 3", "attempts: 6"));
         let cfg = s.config();
         let mut want = Vec::new();
@@ -731,7 +710,11 @@ async fn push_survives_random_cuts_and_killed_sessions_on_vsftpd_proftpd_and_pur
         assert_eq!(r.failed() + r.delivered(), 0, "{kind:?}: {r:?}");
         let mut expect: Vec<String> = want.iter().map(|(n, _)| n.clone()).collect();
         expect.sort();
-        assert_eq!(names(&inbound), expect, "{kind:?}: each once, no temp left");
+        assert_eq!(
+            sorted_names(&inbound),
+            expect,
+            "{kind:?}: each once, no temp left"
+        );
         for (name, data) in &want {
             assert_eq!(
                 &std::fs::read(inbound.join(name)).unwrap(),
@@ -752,7 +735,7 @@ async fn a_lost_connection_while_removing_a_partial_temp_file_leaves_no_temp_beh
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
     let inbound = inbox(&srv);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     s.job("out", JOB);
     let data = claim(4, 400_000);
     s.drop_file("outbox/d.837", &data);
@@ -761,7 +744,11 @@ async fn a_lost_connection_while_removing_a_partial_temp_file_leaves_no_temp_beh
     let r = run(&engine, &s.config(), "out").await;
     assert_eq!(only(&r), &FileStatus::Delivered, "{r:?}");
     assert_eq!(std::fs::read(inbound.join("d.837")).unwrap(), data);
-    assert_eq!(names(&inbound), ["d.837"], "no temp file left behind");
+    assert_eq!(
+        sorted_names(&inbound),
+        ["d.837"],
+        "no temp file left behind"
+    );
 }
 
 /// Scenario 9: a file that cannot be read, whose name and size match an
@@ -774,7 +761,7 @@ async fn an_unreadable_file_fails_alone_and_the_rest_of_the_batch_goes_out() {
     }
     let srv = RealServer::start(Kind::VsftpdExplicit);
     let inbound = inbox(&srv);
-    let s = Setup::new(&yaml(&srv, ""));
+    let s = Setup::new(&srv.yaml(""));
     let ca = s.path().join("ca.pem");
     std::fs::copy(srv.ca_file(), &ca).unwrap();
     let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
@@ -789,7 +776,7 @@ async fn an_unreadable_file_fails_alone_and_the_rest_of_the_batch_goes_out() {
     s.job("out", &JOB.replace("attempts: 3", "attempts: 1"));
     s.drop_file("outbox/x.837", &claim(1, 5_000));
     let _ = Command::new("chmod").arg("755").arg(s.path()).status();
-    chown(s.path());
+    chown_to_test_user(s.path());
     let once = || {
         Command::new("runuser")
             .args(["-u", USER, "--"])
@@ -814,7 +801,7 @@ async fn an_unreadable_file_fails_alone_and_the_rest_of_the_batch_goes_out() {
     let _ = Command::new("chown").arg("root:root").arg(&x).status();
     let _ = Command::new("chmod").arg("000").arg(&x).status();
     s.drop_file("outbox/ok.837", &claim(3, 5_000));
-    chown(&s.local("outbox/ok.837"));
+    chown_to_test_user(&s.local("outbox/ok.837"));
     let out = once();
     let text = support::stdout(&out);
     assert_eq!(

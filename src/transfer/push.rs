@@ -33,6 +33,21 @@ impl WorkItem for PushItem {
     }
 }
 
+/// The local file as its ledger record describes it.
+fn recorded_file(job: &Job, row: &FileRow) -> LocalFile {
+    LocalFile {
+        name: row.name.clone(),
+        path: row
+            .local_path
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| job.local_dir.join(&row.name)),
+        size: row.size,
+        mtime: parse_mtime(row.mtime.as_deref()),
+        ino: 0,
+    }
+}
+
 fn parse_mtime(s: Option<&str>) -> DateTime<Utc> {
     s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.with_timezone(&Utc))
@@ -51,17 +66,7 @@ pub(super) async fn run(
 
     // 1. What an earlier run left unfinished.
     for row in engine.ledger(|l| l.unfinished(&job.name, "push"))? {
-        let recorded = LocalFile {
-            name: row.name.clone(),
-            path: row
-                .local_path
-                .as_ref()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| job.local_dir.join(&row.name)),
-            size: row.size,
-            mtime: parse_mtime(row.mtime.as_deref()),
-            ino: 0,
-        };
+        let recorded = recorded_file(job, &row);
         let intact = LocalFile::stat(&recorded.path).is_ok_and(|now| {
             now.size == recorded.size && now.mtime_key() == row.mtime.clone().unwrap_or_default()
         });
@@ -92,23 +97,13 @@ pub(super) async fn run(
     // Failed deliveries whose local file changed since: their partial uploads
     // are removed from the server (the new file is a delivery of its own).
     for row in engine.ledger(|l| l.failed_with_temp(&job.name))? {
-        let path = row
-            .local_path
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| job.local_dir.join(&row.name));
-        let intact = LocalFile::stat(&path)
+        let local = recorded_file(job, &row);
+        let intact = LocalFile::stat(&local.path)
             .is_ok_and(|now| now.size == row.size && Some(now.mtime_key()) == row.mtime);
         if !intact {
             items.push(PushItem {
                 id: row.id,
-                local: LocalFile {
-                    name: row.name.clone(),
-                    path,
-                    size: row.size,
-                    mtime: parse_mtime(row.mtime.as_deref()),
-                    ino: 0,
-                },
+                local,
                 abandon: true,
             });
         }
@@ -207,30 +202,31 @@ pub(super) async fn run(
 }
 
 fn already(f: &LocalFile, r: &FileRow, job: &Job) -> FileOutcome {
-    FileOutcome {
-        name: f.name.clone(),
-        remote_path: remote_join(&job.remote_dir, &f.name),
-        bytes: f.size,
-        sha256: r.sha256.clone(),
-        verified: r.verified,
-        attempts: 0,
-        status: FileStatus::AlreadyDelivered {
-            at: r.finished_at.clone(),
-        },
-        note: None,
-    }
+    let at = r.finished_at.clone();
+    skipped(f, r, job, 0, FileStatus::AlreadyDelivered { at })
 }
 
 fn held(f: &LocalFile, r: &FileRow, job: &Job) -> FileOutcome {
     let reason = r.last_error.clone().unwrap_or_default();
+    skipped(f, r, job, r.attempts, FileStatus::Held { reason })
+}
+
+/// A file this run does not send, as its record describes it.
+fn skipped(
+    f: &LocalFile,
+    r: &FileRow,
+    job: &Job,
+    attempts: u32,
+    status: FileStatus,
+) -> FileOutcome {
     FileOutcome {
         name: f.name.clone(),
         remote_path: remote_join(&job.remote_dir, &f.name),
         bytes: f.size,
         sha256: r.sha256.clone(),
         verified: r.verified,
-        attempts: r.attempts,
-        status: FileStatus::Held { reason },
+        attempts,
+        status,
         note: None,
     }
 }

@@ -602,3 +602,35 @@ fn dump_logs(dir: &Path) {
         }
     }
 }
+
+impl RealServer {
+    /// The body of a `srv:` entry in `ferry.yaml` for this server, with `extra` keys.
+    pub fn yaml(&self, extra: &str) -> String {
+        format!(
+            "    host: 127.0.0.1\n    port: {}\n    user: {USER}\n    password: {PASSWORD}\n    ca_file: {}\n    timeout: 15s\n{extra}",
+            self.port,
+            self.ca_file().display()
+        )
+    }
+}
+
+/// Gives `path` (recursively) to the FTP test user, as a partner's files are.
+pub fn chown_to_test_user(path: &Path) {
+    let _ = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{USER}:"))
+        .arg(path)
+        .status();
+}
+
+/// The names in `dir`, sorted (none when it does not exist).
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
