@@ -134,4 +134,24 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (server, quirk)
     );
     "#,
+    // 4: the audit trail, a hash chain (see `ledger::audit`). AUTOINCREMENT
+    // so SQLite remembers the highest row ever written: deleting the newest
+    // rows leaves a trace. `file_id` is no reference: retention prunes files.
+    r#"
+    CREATE TABLE audit (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at            TEXT NOT NULL,             -- RFC 3339 UTC
+        kind          TEXT NOT NULL,
+        job           TEXT,
+        server        TEXT,                      -- the job's partner: name host:port
+        file_id       INTEGER,
+        file          TEXT,
+        actor         TEXT NOT NULL,             -- ferry, or the OS user of an operator command
+        detail        TEXT NOT NULL,             -- a JSON object
+        prev          TEXT NOT NULL,             -- the previous row's hash
+        hash          TEXT NOT NULL              -- SHA-256 of prev and this row's content
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX audit_by_hash ON audit (hash);
+    "#,
 ];

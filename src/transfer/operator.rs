@@ -74,6 +74,7 @@ pub fn decide(
                     resend: Some(true),
                     event: Some("resend"),
                     note: Some(&by),
+                    actor: Some(user),
                     ..Step::default()
                 },
             )?;
@@ -89,6 +90,7 @@ pub fn decide(
                     state: FileState::Verified,
                     event: Some("confirmed"),
                     note: Some(&by),
+                    actor: Some(user),
                     ..Step::default()
                 },
             )?;
@@ -127,6 +129,7 @@ fn after_push(
         AfterPush::Keep => String::new(),
         AfterPush::Delete => {
             std::fs::remove_file(&path)?;
+            ledger.audit_file(row.id, "local_deleted", Default::default())?;
             "; deleted from the outbound folder".into()
         }
         AfterPush::Archive => {
@@ -137,6 +140,7 @@ fn after_push(
             let dir = state_dir.join("archive").join(&job.name).join(day);
             let archived = local::place_no_overwrite(&path, &dir, &row.name)?;
             ledger.set_local_path(row.id, &archived)?;
+            ledger.audit_file(row.id, "archived", Default::default())?;
             format!("; archived as {}", archived.display())
         }
     })
