@@ -23,6 +23,15 @@ pub struct AgentFile {
     pub mail: Option<Mail>,
     pub max_parallel_jobs: Option<At<u32>>,
     pub shutdown_grace: Option<At<String>>,
+    pub metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: Option<At<String>>,
+    pub allow_remote: Option<At<bool>>,
+    pub stall_after: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize)]
