@@ -21,7 +21,8 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> anyhow::Result<Outcome>
     let mut cmd = Cli::command();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "ferry", &mut buf);
-    out.write_all(&buf).context("writing the completion script")?;
+    out.write_all(&buf)
+        .context("writing the completion script")?;
     Ok(Outcome::Success)
 }
 
@@ -53,7 +54,10 @@ pub fn man(dir: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         // Each page names its command as the operator types it: ferry-run(1) is `ferry run`.
         let name = format!("ferry-{}", sub.get_name());
-        let sub = sub.clone().name(name.clone()).bin_name(format!("ferry {}", sub.get_name()));
+        let sub = sub
+            .clone()
+            .name(name.clone())
+            .bin_name(format!("ferry {}", sub.get_name()));
         page(name, sub)?;
     }
     page("ferry".to_string(), cmd)?;

@@ -115,7 +115,10 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Byt
         "/healthz" => {
             let age = state.heartbeat.age();
             if state.heartbeat.alive() {
-                text(StatusCode::OK, format!("ok: the agent loop beat {} ms ago\n", age.as_millis()))
+                text(
+                    StatusCode::OK,
+                    format!("ok: the agent loop beat {} ms ago\n", age.as_millis()),
+                )
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -127,7 +130,10 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Byt
                 )
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics or /healthz\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics or /healthz\n".into(),
+        ),
     }
 }
 

@@ -75,7 +75,11 @@ impl Metrics {
             registry: Registry::with_prefix("ferry"),
         };
         let registry = &mut m.registry;
-        registry.register("job_runs", "Runs of the job that ended, since the agent started", m.runs.clone());
+        registry.register(
+            "job_runs",
+            "Runs of the job that ended, since the agent started",
+            m.runs.clone(),
+        );
         registry.register(
             "job_runs_failed",
             "Runs that ended with a failed file or could not run (connect, login, listing)",
@@ -153,7 +157,13 @@ impl Metrics {
         let mut cur = self.current.lock().expect("metrics lock");
         for gone in cur.jobs.keys().filter(|j| !cfg.jobs.contains_key(*j)) {
             let l = job(gone);
-            for f in [&self.runs, &self.runs_failed, &self.files_delivered, &self.bytes_delivered, &self.files_failed] {
+            for f in [
+                &self.runs,
+                &self.runs_failed,
+                &self.files_delivered,
+                &self.bytes_delivered,
+                &self.files_failed,
+            ] {
                 f.remove(&l);
             }
             for f in [&self.last_success, &self.files_waiting, &self.files_held] {
@@ -162,7 +172,13 @@ impl Metrics {
         }
         for name in cfg.jobs.keys() {
             let l = job(name);
-            for f in [&self.runs, &self.runs_failed, &self.files_delivered, &self.bytes_delivered, &self.files_failed] {
+            for f in [
+                &self.runs,
+                &self.runs_failed,
+                &self.files_delivered,
+                &self.bytes_delivered,
+                &self.files_failed,
+            ] {
                 let _ = f.get_or_create(&l);
             }
         }
@@ -170,7 +186,11 @@ impl Metrics {
             let _ = self.sessions_open.get_or_create(&server(s));
             let _ = self.login_failures.get_or_create(&server(s));
         }
-        cur.jobs = cfg.jobs.iter().map(|(n, j)| (n.clone(), Arc::new(j.clone()))).collect();
+        cur.jobs = cfg
+            .jobs
+            .iter()
+            .map(|(n, j)| (n.clone(), Arc::new(j.clone())))
+            .collect();
         cur.servers = cfg.servers.keys().cloned().collect();
     }
 
@@ -178,13 +198,21 @@ impl Metrics {
     pub fn after_run(&self, report: &RunReport) {
         let l = job(&report.job);
         self.runs.get_or_create(&l).inc();
-        self.files_delivered.get_or_create(&l).inc_by(report.delivered() as u64);
-        self.bytes_delivered.get_or_create(&l).inc_by(report.bytes());
-        self.files_failed.get_or_create(&l).inc_by(report.failed() as u64);
+        self.files_delivered
+            .get_or_create(&l)
+            .inc_by(report.delivered() as u64);
+        self.bytes_delivered
+            .get_or_create(&l)
+            .inc_by(report.bytes());
+        self.files_failed
+            .get_or_create(&l)
+            .inc_by(report.failed() as u64);
         if report.failed() > 0 || report.connection_error.is_some() {
             self.runs_failed.get_or_create(&l).inc();
         } else {
-            self.last_success.get_or_create(&l).set(chrono::Utc::now().timestamp());
+            self.last_success
+                .get_or_create(&l)
+                .set(chrono::Utc::now().timestamp());
         }
     }
 
@@ -193,16 +221,23 @@ impl Metrics {
     pub fn refresh(&self, engine: &Engine) {
         let (jobs, servers) = {
             let cur = self.current.lock().expect("metrics lock");
-            (cur.jobs.values().cloned().collect::<Vec<_>>(), cur.servers.clone())
+            (
+                cur.jobs.values().cloned().collect::<Vec<_>>(),
+                cur.servers.clone(),
+            )
         };
         for s in &servers {
             let l = server(s);
-            self.sessions_open.get_or_create(&l).set(engine.sessions_open(s) as i64);
+            self.sessions_open
+                .get_or_create(&l)
+                .set(engine.sessions_open(s) as i64);
             let counter = self.login_failures.get_or_create(&l);
             let seen = engine.login_failures(s);
             counter.inc_by(seen.saturating_sub(counter.get()));
             if let Some(exp) = engine.certificate_expiry(s) {
-                self.certificate_expiry.get_or_create(&l).set(exp.timestamp());
+                self.certificate_expiry
+                    .get_or_create(&l)
+                    .set(exp.timestamp());
             }
         }
         let Ok(ledger) = engine.ledger.lock() else {
@@ -242,11 +277,15 @@ impl Metrics {
 }
 
 fn job(name: &str) -> JobLabel {
-    JobLabel { job: name.to_string() }
+    JobLabel {
+        job: name.to_string(),
+    }
 }
 
 fn server(name: &str) -> ServerLabel {
-    ServerLabel { server: name.to_string() }
+    ServerLabel {
+        server: name.to_string(),
+    }
 }
 
 /// OpenMetrics text rewritten as the Prometheus text format 0.0.4, for
