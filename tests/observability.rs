@@ -452,3 +452,87 @@ async fn under_systemd_the_agent_says_ready_pings_the_watchdog_and_says_stopping
     }
     assert_eq!(agent.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn metrics_on_an_address_other_hosts_reach_needs_allow_remote_and_check_warns() {
+    use support::{BASE_AGENT, Fixture, stdout};
+    let fx = Fixture::new(&[(
+        "ferry.yaml",
+        format!("{BASE_AGENT}metrics: {{ listen: \"0.0.0.0:9464\" }}\n").as_bytes(),
+    )]);
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        support::stderr(&out).contains("ferry.yaml:6:20: metrics.listen 0.0.0.0:9464 is not a loopback address; set allow_remote: true"),
+        "{}",
+        support::stderr(&out)
+    );
+
+    fx.write(
+        "ferry.yaml",
+        format!("{BASE_AGENT}metrics: {{ listen: \"0.0.0.0:9464\", allow_remote: true }}\n")
+            .as_bytes(),
+    );
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("metrics: http://0.0.0.0:9464/metrics and /healthz"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: metrics.listen 0.0.0.0:9464 is reachable from other hosts"),
+        "{text}"
+    );
+
+    // The defaults: loopback, port 9464.
+    fx.write(
+        "ferry.yaml",
+        format!("{BASE_AGENT}metrics: {{}}\n").as_bytes(),
+    );
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    assert!(
+        stdout(&out).contains("metrics: http://127.0.0.1:9464/metrics"),
+        "{}",
+        stdout(&out)
+    );
+
+    fx.write(
+        "ferry.yaml",
+        format!("{BASE_AGENT}metrics: {{ listen: \"localhost\", stall_after: 0s }}\n").as_bytes(),
+    );
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("'localhost' is not an address and port"),
+        "{err}"
+    );
+    assert!(err.contains("stall_after must be longer than 0"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_port_in_use_stops_ferry_run_at_start_with_exit_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let s = Setup::new("    host: 127.0.0.1\n    port: 1\n    password: p\n");
+    let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    std::fs::write(
+        s.path().join("ferry.yaml"),
+        format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n{cfg}"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        support::stderr(&out).contains(&format!("cannot listen on 127.0.0.1:{port} for metrics")),
+        "{}",
+        support::stderr(&out)
+    );
+}

@@ -51,13 +51,14 @@ pub fn man(dir: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         written.push(path);
         Ok(())
     };
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+    for sub in cmd.get_subcommands() {
         // Each page names its command as the operator types it: ferry-run(1) is `ferry run`.
         let name = format!("ferry-{}", sub.get_name());
         let sub = sub
             .clone()
             .name(name.clone())
-            .bin_name(format!("ferry {}", sub.get_name()));
+            .bin_name(format!("ferry {}", sub.get_name()))
+            .version(env!("CARGO_PKG_VERSION"));
         page(name, sub)?;
     }
     page("ferry".to_string(), cmd)?;
