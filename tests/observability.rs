@@ -536,3 +536,45 @@ async fn a_metrics_port_in_use_stops_ferry_run_at_start_with_exit_1() {
         support::stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sighup_the_metrics_name_the_jobs_configured_now() {
+    let s = Setup::new("    host: 127.0.0.1\n    port: 1\n    password: p\n");
+    let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    std::fs::write(
+        s.path().join("ferry.yaml"),
+        format!("log: {{ format: json }}\nmetrics: {{ listen: \"127.0.0.1:0\" }}\n{cfg}"),
+    )
+    .unwrap();
+    let job = "direction: push\nserver: srv\nlocal_dir: ../out\nremote_dir: /in\n";
+    s.job("first", job);
+    let mut agent = spawn_agent(&s, "agent.log");
+    let addr = metrics_addr(&s.path().join("agent.log")).await;
+    let text = get(addr, "/metrics", None).2;
+    assert_eq!(
+        value(&text, "ferry_job_runs_total{job=\"first\"}"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ferry_server_login_failures_total{server=\"srv\"}"),
+        0.0
+    );
+
+    std::fs::remove_file(s.path().join("jobs/first.yaml")).unwrap();
+    s.job("second", job);
+    signal(&agent, libc::SIGHUP);
+    wait_for(
+        "the reloaded jobs in /metrics",
+        Duration::from_secs(10),
+        || {
+            let text = get(addr, "/metrics", None).2;
+            sample(&text, "ferry_job_runs_total{job=\"second\"}") == Some(0.0)
+                && sample(&text, "ferry_job_runs_total{job=\"first\"}").is_none()
+                && sample(&text, "ferry_job_files_waiting{job=\"first\"}").is_none()
+        },
+    )
+    .await;
+    signal(&agent, libc::SIGTERM);
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+}
