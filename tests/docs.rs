@@ -370,3 +370,30 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         })
         .ok_or(())
 }
+
+#[test]
+fn the_contract_lists_every_command_and_only_commands_that_exist() {
+    use clap::CommandFactory;
+    let contract = std::fs::read_to_string(root().join("docs/contract.md")).unwrap();
+    let start = contract.find("## Commands and exit codes").unwrap();
+    let block = &contract[start..];
+    let block = &block[block.find("```").unwrap() + 3..];
+    let block = &block[..block.find("```").unwrap()];
+    let listed: BTreeSet<String> = block
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start().strip_prefix("ferry ")?;
+            let l = l.strip_prefix("[--config FILE] ").unwrap_or(l);
+            l.split_whitespace().next().map(str::to_string)
+        })
+        .collect();
+    let built: BTreeSet<String> = ferry::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    assert_eq!(
+        listed, built,
+        "docs/contract.md's command synopsis vs the clap definitions"
+    );
+}

@@ -280,6 +280,23 @@ async fn metrics_after_a_push_a_failed_push_and_a_pull_count_each_and_promtool_a
         }
     }
 
+    // Every metric exported is in the contract's table, and every one there is exported.
+    let contract =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/contract.md"))
+            .unwrap();
+    let documented: std::collections::BTreeSet<&str> = contract
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `ferry_")?.split_once('`').map(|(n, _)| n))
+        .collect();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ferry_")?.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        documented, exported,
+        "docs/contract.md's metrics vs /metrics"
+    );
+
     // promtool lints the Prometheus text.
     match promtool(&text) {
         Some((ok, said)) => assert!(
