@@ -51,12 +51,7 @@ impl Runner for EngineRunner {
         };
         let report = self.engine.run_job(&job, trigger, opts).await;
         // Alert events carry the run's fields too.
-        let span = tracing::info_span!(
-            "alert",
-            job = %job.name,
-            server = %job.server.name,
-            run_id = report.run_id
-        );
+        let span = crate::alert::run_span(&job, &report);
         let _in_span = span.enter();
         if let Some(e) = &report.connection_error {
             warn!(job = %job.name, "the job could not run: {e}");
