@@ -289,7 +289,23 @@ fn man_writes_a_page_for_ferry_and_for_every_command() {
             "{cmd} in ferry.1"
         );
     }
-    assert!(page.contains("Exit status: 0 all went well"), "{page}");
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH \"SEE ALSO\"",
+    ] {
+        assert!(page.contains(section), "{section} in ferry.1:\n{page}");
+    }
+    assert!(
+        page.contains("FERRY_CONFIG") && page.contains("ferry.db"),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches(".ds Aq").count(),
+        2,
+        "one roff preamble:\n{page}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let out = fx.ferry(&["man", "--out", dir.path().to_str().unwrap()]);
