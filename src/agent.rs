@@ -152,6 +152,8 @@ pub struct Agent {
     pub coalesced: u64,
     /// Beaten by the loop for `/healthz` and systemd's watchdog; `None`: no beats.
     heartbeat: Option<crate::observe::Heartbeat>,
+    /// When the loop beats next (set while `run` runs, with a heartbeat).
+    beats: Option<tokio::time::Interval>,
 }
 
 impl Agent {
@@ -173,6 +175,7 @@ impl Agent {
             sources: Vec::new(),
             coalesced: 0,
             heartbeat: None,
+            beats: None,
         }
     }
 
@@ -202,7 +205,7 @@ impl Agent {
         );
         // systemd (Type=notify): started. Without NOTIFY_SOCKET this does nothing.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let mut beats = self.heartbeat.as_ref().map(|hb| {
+        self.beats = self.heartbeat.as_ref().map(|hb| {
             hb.beat();
             let mut i = tokio::time::interval(hb.every);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,7 +213,7 @@ impl Agent {
         });
         loop {
             tokio::select! {
-                _ = next_beat(&mut beats) => {
+                _ = next_beat(&mut self.beats) => {
                     if let Some(hb) = &self.heartbeat {
                         hb.stall_if_asked().await;
                         hb.beat();
@@ -388,6 +391,12 @@ impl Agent {
                 return;
             }
             tokio::select! {
+                // Still alive while files finish: /healthz stays 200.
+                _ = next_beat(&mut self.beats) => {
+                    if let Some(hb) = &self.heartbeat {
+                        hb.beat();
+                    }
+                }
                 Some(job) = self.done_rx.recv() => {
                     if let Some(s) = self.slots.get_mut(&job) {
                         s.running = None;
