@@ -595,3 +595,45 @@ async fn after_sighup_the_metrics_name_the_jobs_configured_now() {
     signal(&agent, libc::SIGTERM);
     assert_eq!(agent.wait().unwrap().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_success_of_a_job_survives_a_restart_of_the_agent() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&inprocess_yaml(&srv));
+    let cfg = std::fs::read_to_string(s.path().join("ferry.yaml")).unwrap();
+    std::fs::write(
+        s.path().join("ferry.yaml"),
+        format!("log: {{ format: json }}\nmetrics: {{ listen: \"127.0.0.1:0\" }}\n{cfg}"),
+    )
+    .unwrap();
+    s.job("out", "direction: push\nserver: srv\nlocal_dir: ../outbox\nremote_dir: /inbound\nstable_for: 0s\n");
+    s.drop_file("outbox/a.837", b"ISA*a~");
+    let before = chrono::Utc::now().timestamp() as f64;
+    let out = std::process::Command::new(support::ferry_bin())
+        .arg("--config")
+        .arg(s.path().join("ferry.yaml"))
+        .args(["once", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+
+    let mut agent = spawn_agent(&s, "agent.log");
+    let addr = metrics_addr(&s.path().join("agent.log")).await;
+    let text = get(addr, "/metrics", None).2;
+    assert_eq!(
+        value(&text, "ferry_job_runs_total{job=\"out\"}"),
+        0.0,
+        "no run by this agent yet"
+    );
+    let last = value(
+        &text,
+        "ferry_job_last_success_timestamp_seconds{job=\"out\"}",
+    );
+    assert!(
+        (before - 1.0..=before + 30.0).contains(&last),
+        "the ledger's last good run: {last} vs {before}"
+    );
+    signal(&agent, libc::SIGTERM);
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+}
