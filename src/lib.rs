@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod ledger;
 pub mod logging;
+pub mod observe;
 pub mod schedule;
 pub mod transfer;
 pub mod transport;

@@ -817,6 +817,22 @@ impl Ledger {
             .optional()?)
     }
 
+    /// When the most recent run of `job` that ended `ok` finished.
+    pub fn last_success(&self, job: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let at: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT finished_at FROM runs WHERE job = ?1 AND status = 'ok'
+                 AND finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
     /// How many of a job's files are still on their way, and how many failed.
     pub fn open_counts(&self, job: &str) -> anyhow::Result<OpenCounts> {
         let (pending, failed, held) = self.conn.query_row(
