@@ -548,7 +548,9 @@ async fn download(
     } else {
         tokio::fs::File::create(part).await.map_err(local_err)?
     };
-    let mut writer = Hashing::new(&mut file).with_progress(progress, &item.name, item.size);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut writer = Hashing::new(local::Writeback::new(&mut file, fd, offset))
+        .with_progress(progress, &item.name, item.size);
     if offset > 0 {
         let head = std::fs::read(part).map_err(local_err)?;
         writer.absorb(&head[..offset as usize]);
