@@ -8,6 +8,7 @@ pub mod alert;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod edi;
 pub mod ledger;
 pub mod logging;
 pub mod schedule;
