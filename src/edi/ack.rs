@@ -127,9 +127,7 @@ pub fn claim_status(categories: &[String]) -> Status {
         .iter()
         .map(|c| match c.as_str() {
             "A0" | "A1" | "A2" | "A5" => Status::Accepted,
-            "A3" | "A4" | "A6" | "A7" | "A8" | "E0" | "E1" | "E2" | "E3" | "E4" => {
-                Status::Rejected
-            }
+            "A3" | "A4" | "A6" | "A7" | "A8" | "E0" | "E1" | "E2" | "E3" | "E4" => Status::Rejected,
             _ => Status::AcceptedWithErrors,
         })
         .max()
@@ -163,7 +161,10 @@ mod tests {
     fn statuses_roll_up_as_a_claims_desk_reads_them() {
         use Status::*;
         assert_eq!(roll_up([Accepted, Accepted]), Some(Accepted));
-        assert_eq!(roll_up([Accepted, AcceptedWithErrors]), Some(AcceptedWithErrors));
+        assert_eq!(
+            roll_up([Accepted, AcceptedWithErrors]),
+            Some(AcceptedWithErrors)
+        );
         assert_eq!(roll_up([Accepted, Rejected]), Some(PartiallyAccepted));
         assert_eq!(roll_up([Rejected, Rejected]), Some(Rejected));
         assert_eq!(roll_up([]), None);

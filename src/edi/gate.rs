@@ -85,11 +85,7 @@ pub fn check(env: &Envelope, rules: &Rules<'_>) -> Vec<Problem> {
                 "ISA15 is T (test data) but the server is a production environment".into(),
             )),
             "P" | "T" => {}
-            _ => out.push(at(
-                "isa15_usage",
-                i.at,
-                "ISA15 is neither P nor T".into(),
-            )),
+            _ => out.push(at("isa15_usage", i.at, "ISA15 is neither P nor T".into())),
         }
         if let Some(want) = rules.sender_id
             && i.isa06 != want.trim()

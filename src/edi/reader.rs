@@ -321,7 +321,9 @@ pub fn read(r: impl Read) -> io::Result<Envelope> {
                     code: "segment_length",
                     segment: at.segment,
                     offset: at.offset,
-                    text: format!("segment longer than {MAX_SEGMENT} bytes; the rest of the file was not read"),
+                    text: format!(
+                        "segment longer than {MAX_SEGMENT} bytes; the rest of the file was not read"
+                    ),
                 });
                 break;
             }
@@ -374,7 +376,10 @@ fn check_delimiters(env: &mut Envelope, d: Delimiters, isa12_is_5010: bool) {
                     code: "delimiter_repeated",
                     segment: 1,
                     offset: 0,
-                    text: format!("the {} and the {} are the same byte", named[i].0, named[j].0),
+                    text: format!(
+                        "the {} and the {} are the same byte",
+                        named[i].0, named[j].0
+                    ),
                 });
             }
         }
@@ -596,7 +601,11 @@ impl Builder {
                 let in_group = self.open_group;
                 match self.interchange() {
                     Some(i) if !in_group => i.ta1.push(ta1),
-                    _ => self.problem("ta1_misplaced", at, "TA1 outside the interchange header area".into()),
+                    _ => self.problem(
+                        "ta1_misplaced",
+                        at,
+                        "TA1 outside the interchange header area".into(),
+                    ),
                 }
             }
             "GS" => {
@@ -695,8 +704,7 @@ impl Builder {
                     }
                     "IK3" | "AK3" => {
                         if let Some(r) = s.response.as_mut().and_then(|r| r.sets.last_mut()) {
-                            r.codes
-                                .push(format!("{id}:{}@{}", el(e, 4), el(e, 2)));
+                            r.codes.push(format!("{id}:{}@{}", el(e, 4), el(e, 2)));
                         }
                     }
                     "IK4" | "AK4" => {
@@ -744,7 +752,11 @@ impl Builder {
                         }
                     }
                     "STC" if s.st01 == "277" => {
-                        let cat = el(e, 1).split(comp as char).next().unwrap_or("").to_string();
+                        let cat = el(e, 1)
+                            .split(comp as char)
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
                         if let Some(ca) = s.claim_ack.as_mut() {
                             let target = match hl.as_str() {
                                 "21" => ca.batches.last_mut(),
@@ -770,7 +782,11 @@ impl Builder {
         if let Some(i) = self.env.interchanges.last()
             && i.iea.is_none()
         {
-            self.problem("iea_missing", at, "an ISA begins before the previous interchange's IEA".into());
+            self.problem(
+                "iea_missing",
+                at,
+                "an ISA begins before the previous interchange's IEA".into(),
+            );
         }
         self.env.interchanges.push(Interchange {
             at,
@@ -793,7 +809,10 @@ impl Builder {
         self.close_set(at, what);
         if self.open_group {
             self.open_group = false;
-            let gs = self.interchange().and_then(|i| i.groups.last()).map(|g| g.at);
+            let gs = self
+                .interchange()
+                .and_then(|i| i.groups.last())
+                .map(|g| g.at);
             if let Some(gs) = gs {
                 self.problem(
                     "ge_missing",
@@ -833,7 +852,11 @@ impl Builder {
             .map(|i| i.at)
             .collect();
         for at in missing {
-            self.problem("iea_missing", at, "the interchange starting here has no IEA".into());
+            self.problem(
+                "iea_missing",
+                at,
+                "the interchange starting here has no IEA".into(),
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The SQLite ledger: every record of runs, files and events. All SQL lives
 //! in this module; the rest of ferry speaks in the types below.
 
+mod edi;
 mod journey;
 mod lock;
 mod schema;
@@ -33,6 +34,7 @@ pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub use edi::{Due, GroupMatch, GroupRow, InterchangeRow, SetRow};
 pub use journey::{FileState, Intent, Status};
 
 /// The strongest check that passed.
@@ -531,6 +533,10 @@ impl Ledger {
              SELECT ?2, job, NULL, id, ?3, ?4 FROM files WHERE id = ?1",
             params![file_id, t, step.event.unwrap_or(state.as_str()), detail],
         )?;
+        if state == FileState::Verified {
+            // A push file delivered: its interchange counts as sent (duplicate control, acks).
+            Ledger::mark_interchange_sent(&tx, file_id, &t)?;
+        }
         tx.commit()?;
         Ok(())
     }
