@@ -44,7 +44,8 @@ pub fn once(
         ));
         alerter.after_run(job, &report, &crate::transfer::next_run_text(job));
         // A job that could not run (connect, login, listing) fails like a file.
-        any_failed |= report.failed() > 0 || report.connection_error.is_some();
+        any_failed |=
+            report.failed() > 0 || report.blocked() > 0 || report.connection_error.is_some();
         write_all(out, &render(&report, &job.server.name))?;
         out.flush().ok();
     }
@@ -107,6 +108,17 @@ fn render(r: &RunReport, server: &str) -> String {
                     name = f.name
                 ),
             ),
+            FileStatus::Rejected { reason, moved_to } => (
+                "REJECTED",
+                format!("moved to {moved_to} (reason file beside it): {reason}"),
+            ),
+            FileStatus::Duplicate { reason } => (
+                "DUPLICATE",
+                format!(
+                    "not sent: {reason}; it stays in the outbound folder (send it anyway: ferry resend {} {})",
+                    r.job, f.name
+                ),
+            ),
             FileStatus::AlreadyDelivered { .. } => {
                 skipped += 1;
                 continue;
@@ -117,6 +129,9 @@ fn render(r: &RunReport, server: &str) -> String {
         if let (FileStatus::Delivered, Some(note)) = (&f.status, &f.note) {
             let _ = writeln!(s, "  {:<10} {}  ({note})", "", f.name);
         }
+    }
+    for n in &r.edi {
+        let _ = writeln!(s, "  {:<10} {}", n.kind.as_str(), n.text);
     }
     let delivered = r.delivered();
     let hash = r
@@ -148,6 +163,9 @@ fn render(r: &RunReport, server: &str) -> String {
     }
     if r.held() > 0 {
         let _ = write!(s, ", {} held", r.held());
+    }
+    if r.blocked() > 0 {
+        let _ = write!(s, ", {} blocked by the X12 checks", r.blocked());
     }
     if skipped > 0 {
         let _ = write!(s, ", {skipped} already delivered earlier (not sent again)");

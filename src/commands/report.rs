@@ -24,6 +24,8 @@ struct JobStatus {
     failed: u64,
     /// Files waiting for an operator's `ferry confirm` or `ferry resend`.
     held: u64,
+    /// Push jobs with `edi.acks`: interchanges with an acknowledgement past its deadline.
+    acks_overdue: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +84,12 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
             waiting,
             failed: counts.failed,
             held: counts.held,
+            acks_overdue: match (&ledger, &job.edi) {
+                (Some(l), Some(e)) if job.direction == Direction::Push => {
+                    super::acks::overdue_count(l, &job.name, &e.acks, now)?
+                }
+                _ => 0,
+            },
         });
     }
     if json {
@@ -117,6 +125,7 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                 } else {
                     r.failed.to_string()
                 },
+                r.acks_overdue.to_string(),
             ]
         })
         .collect();
@@ -132,6 +141,7 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                 "NEXT RUN (UTC)",
                 "WAITING",
                 "FAILED",
+                "ACKS OVERDUE",
             ],
             &table,
             0,
@@ -227,7 +237,7 @@ pub fn history(
 }
 
 /// `2026-11-24T01:40:20.123Z` -> `2026-11-24 01:40:20`.
-fn short_time(rfc3339: &str) -> String {
+pub(super) fn short_time(rfc3339: &str) -> String {
     rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
 }
 
@@ -238,7 +248,7 @@ const MAX_WIDTH: usize = 100;
 /// Left-aligned columns, two spaces apart; numbers right-aligned. If the
 /// table is wider than [`MAX_WIDTH`], column `shrink` gives way (cells cut
 /// with an ellipsis). Column `status`, if any, is coloured on a terminal.
-fn render_table(
+pub(super) fn render_table(
     header: &[&str],
     rows: &[Vec<String>],
     shrink: usize,

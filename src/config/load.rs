@@ -231,6 +231,19 @@ fn load_jobs(
         };
         errors.push(ConfigError::at(&file, &loc, problem));
     }
+    let deadlines: BTreeMap<String, AckDeadlines> = jobs
+        .iter()
+        .filter_map(|(n, j)| j.edi.as_ref().map(|e| (n.clone(), e.acks)))
+        .collect();
+    for job in jobs.values_mut() {
+        if let Some(e) = job.edi.as_mut() {
+            e.deadlines_for = e
+                .acks_for
+                .iter()
+                .map(|n| (n.clone(), deadlines.get(n).copied().unwrap_or_default()))
+                .collect();
+        }
+    }
     (jobs, notices)
 }
 

@@ -320,6 +320,9 @@ pub struct Edi {
     pub acks: AckDeadlines,
     /// Pull: the push jobs whose interchanges this job's files acknowledge.
     pub acks_for: Vec<String>,
+    /// Pull: those push jobs' deadlines (filled in once every job is read),
+    /// so a run of this job can tell what is overdue.
+    pub deadlines_for: Vec<(String, AckDeadlines)>,
 }
 
 /// `expect:` on a pull job.

@@ -8,3 +8,49 @@ pub mod reader;
 
 pub use gate::{Environment, Rules};
 pub use reader::{Envelope, Interchange, Problem, read, read_file};
+pub mod track;
+
+/// Something about claims a person should hear of: an acknowledgement
+/// that rejects, one overdue, one that matches nothing. Control numbers and
+/// counts only, never claim or member data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// The push job the notice is about (for an orphan or a missing
+    /// expected file: the pull job that read or expected it).
+    pub job: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NoticeKind {
+    /// An interchange, group, set or claim rejected (critical).
+    Rejected,
+    /// Partially accepted, or accepted with errors.
+    Errors,
+    /// A deadline passed with no acknowledgement.
+    Overdue,
+    /// An acknowledgement that answers nothing ferry sent.
+    Orphan,
+    /// AK902 (sets the partner counted) is not our GE01.
+    CountMismatch,
+    /// No file arrived in an `expect` window.
+    Missing,
+    /// Accepted: only reported, never alerted.
+    Accepted,
+}
+
+impl NoticeKind {
+    /// The cause it is alerted under, and the word in the email's subject.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Rejected => "REJECTED",
+            NoticeKind::Errors => "ACCEPTED WITH ERRORS",
+            NoticeKind::Overdue => "OVERDUE",
+            NoticeKind::Orphan => "ORPHAN ACK",
+            NoticeKind::CountMismatch => "COUNT MISMATCH",
+            NoticeKind::Missing => "MISSING",
+            NoticeKind::Accepted => "ACCEPTED",
+        }
+    }
+}

@@ -664,3 +664,38 @@ impl Ledger {
         )?)
     }
 }
+
+impl Ledger {
+    /// Pull files of `job` placed locally since `since` whose content was
+    /// not read as an acknowledgement yet: `(id, name, local path)`.
+    pub fn placed_unread(
+        &self,
+        job: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<(i64, String, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT f.id, f.name, f.local_path FROM files f
+             WHERE f.job = ?1 AND f.direction = 'pull' AND f.state IN ('renamed', 'done')
+               AND f.local_path IS NOT NULL AND f.updated_at >= ?2
+               AND NOT EXISTS (SELECT 1 FROM edi_acks a WHERE a.file_id = f.id)
+             ORDER BY f.id",
+        )?;
+        let rows = st.query_map(params![job, rfc3339(since)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Ledger {
+    /// Acknowledgements reported overdue and still missing, across jobs.
+    pub fn overdue_open(&self) -> anyhow::Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM edi_interchanges WHERE ta1_overdue_at IS NOT NULL AND ta1_status IS NULL)
+                  + (SELECT COUNT(*) FROM edi_groups WHERE ack_overdue_at IS NOT NULL AND ack_status IS NULL)
+                  + (SELECT COUNT(*) FROM edi_sets WHERE ca_overdue_at IS NOT NULL AND ca_status IS NULL)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+}

@@ -873,7 +873,9 @@ impl Ledger {
         let open: Vec<Alert> = self
             .open_alerts(job)?
             .into_iter()
-            .filter(|a| !a.cause.starts_with("certificate") && a.cause != "held")
+            .filter(|a| {
+                !a.cause.starts_with("certificate") && a.cause != "held" && a.cause != "duplicate"
+            })
             .collect();
         let t = now();
         for a in &open {

@@ -5,6 +5,7 @@
 //! starts by reconciling what an earlier run left unfinished with what the
 //! server actually has, so a crash never loses, halves or doubles a file.
 
+mod acks;
 pub mod local;
 pub mod operator;
 mod pull;
@@ -113,6 +114,18 @@ pub enum FileStatus {
     Held {
         reason: String,
     },
+    /// Blocked by the X12 envelope gate (`edi.validate`): moved to
+    /// `state_dir/rejected/<job>/` with a reason file, never sent.
+    Rejected {
+        reason: String,
+        moved_to: String,
+    },
+    /// Repeats an interchange or group control number already sent to this
+    /// partner within `edi.duplicate_window`: left in the outbound folder
+    /// until `ferry resend JOB FILE`.
+    Duplicate {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +171,8 @@ pub struct RunReport {
     pub certificate_expiry: Option<chrono::DateTime<chrono::Utc>>,
     /// Listing lines ferry could not read (each logged as a warning).
     pub listing_unparsed: u64,
+    /// Acknowledgements read, overdue, orphaned; expected files missing.
+    pub edi: Vec<crate::edi::Notice>,
 }
 
 impl RunReport {
@@ -174,6 +189,7 @@ impl RunReport {
             duration: Duration::ZERO,
             certificate_expiry: None,
             listing_unparsed: 0,
+            edi: Vec::new(),
         }
     }
 
@@ -181,6 +197,19 @@ impl RunReport {
         self.files
             .iter()
             .filter(|f| matches!(f.status, FileStatus::Held { .. }))
+            .count()
+    }
+
+    /// Files the envelope gate blocked (invalid or duplicate).
+    pub fn blocked(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.status,
+                    FileStatus::Rejected { .. } | FileStatus::Duplicate { .. }
+                )
+            })
             .count()
     }
 
@@ -366,6 +395,7 @@ impl Engine {
     /// an unreachable server.
     pub async fn run_job(&self, job: &Job, trigger: Trigger, opts: RunOptions) -> RunReport {
         let started = Instant::now();
+        let started_at = chrono::Utc::now();
         let run_id = match self.ledger(|l| {
             l.abort_stale_runs(&job.name)?;
             l.start_run(&job.name, trigger.as_str())
@@ -387,6 +417,9 @@ impl Engine {
             warn!(job = %job.name, "{msg}");
             RunReport::new(job, Vec::new(), Some(msg))
         });
+        if job.edi.is_some() || job.expect.is_some() {
+            report.edi = acks::after_run(self, job, started_at);
+        }
         report.duration = started.elapsed();
         report.certificate_expiry = self
             .cert_expiry
