@@ -163,9 +163,27 @@ else
     log "Pure-FTPd $(cat "$PUREFTPD_DIR/VERSION") unpacked in $PUREFTPD_DIR"
 fi
 
+# 4. pyx12 (PyPI; not packaged by Debian): the X12 oracle of the claims tests
+# (scripts/pyx12-999.py validates 837s and writes their 999). A venv, so the
+# system Python stays as Debian ships it.
+PYX12_VENV=$CACHE/pyx12-venv
+PYX12_VERSION=4.0.0
+if [[ -x $PYX12_VENV/bin/python ]] && "$PYX12_VENV/bin/python" -c "import pyx12.x12n_document" 2>/dev/null; then
+    log "pyx12 already in $PYX12_VENV"
+else
+    if ! all_installed python3-venv; then
+        apt_update_once
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    log "creating $PYX12_VENV with pyx12 $PYX12_VERSION"
+    /usr/bin/python3 -m venv "$PYX12_VENV"
+    "$PYX12_VENV/bin/pip" install -q "pyx12==$PYX12_VERSION"
+fi
+
 log "vsftpd:  $(command -v vsftpd || echo /usr/sbin/vsftpd) ($(dpkg-query -W -f='${Version}' vsftpd))"
 log "proftpd: $PROFTPD_DIR/root/usr/sbin/proftpd, modules in $PROFTPD_DIR/modules"
 log "pure-ftpd: $PUREFTPD_DIR/root/usr/sbin/pure-ftpd ($(cat "$PUREFTPD_DIR/VERSION"))"
 log "pyftpdlib: $(dpkg-query -W -f='${Version}' python3-pyftpdlib), pyOpenSSL $(dpkg-query -W -f='${Version}' python3-openssl)"
+log "pyx12: $PYX12_VENV/bin/python ($("$PYX12_VENV/bin/pip" show pyx12 2>/dev/null | sed -n 's/^Version: //p'))"
 log "aiosmtpd: /usr/bin/python3 -m aiosmtpd ($(dpkg-query -W -f='${Version}' python3-aiosmtpd))"
 log "done"
