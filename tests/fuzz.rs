@@ -270,7 +270,12 @@ fn fuzz_the_x12_envelope_reader_never_panics() {
         sent.render(x12::PLAIN),
         sent.render(x12::CRLF),
         sent.render(pipes),
-        x12::a999(&sent, &[("0001", "R", &["IK3*N4*9**3", "IK4*2**7*XX"])], "R").render(x12::PLAIN),
+        x12::a999(
+            &sent,
+            &[("0001", "R", &["IK3*N4*9**3", "IK4*2**7*XX"])],
+            "R",
+        )
+        .render(x12::PLAIN),
         x12::ta1(&sent, "R", "022").render(x12::CRLF),
         x12::c277(&sent, &[("PCN0001", "A2"), ("PCN0002", "A7")]).render(x12::PLAIN),
         x12::r835(5).render(x12::PLAIN),
