@@ -344,7 +344,7 @@ async fn acknowledgements_are_matched_per_interchange_group_set_and_claim() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overdue_ack_is_reported_once_and_a_late_one_resolves_it() {
-    let (srv, s) = setup(", acks: { ta1: 2h, \"999\": 24h, 277ca: 2d }", false).await;
+    let (srv, s) = setup(", acks: { ta1: 2h, \"999\": 24h, 277ca: 2d }", true).await;
     let sent = x12::p837(101, 101, &["PCN0001"]);
     s.drop_file("outbox/claims.837", &sent.render(PLAIN));
     let (cfg, engine) = (s.config(), s.engine());
@@ -386,6 +386,35 @@ async fn an_overdue_ack_is_reported_once_and_a_late_one_resolves_it() {
         (true, true, true)
     );
     assert_eq!(l.overdue_open().unwrap(), 3);
+    // The email for them: one per push job and kind, control numbers only.
+    let report = ferry::transfer::RunReport {
+        job: "acks".into(),
+        direction: ferry::config::Direction::Pull,
+        files: Vec::new(),
+        connection_error: None,
+        duration: std::time::Duration::ZERO,
+        certificate_expiry: None,
+        listing_unparsed: 0,
+        edi: at_3d.clone(),
+    };
+    let alerter = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
+    alerter.after_run(&cfg.jobs["acks"], &report, "-");
+    let outbox = engine.ledger.lock().unwrap().outbox().unwrap();
+    let m = outbox
+        .iter()
+        .find(|m| m.subject.contains("OVERDUE"))
+        .unwrap_or_else(|| panic!("{outbox:?}"));
+    assert_eq!(
+        m.subject,
+        "[ferry] OVERDUE out: 2 acknowledgement(s) overdue"
+    );
+    assert!(
+        m.body
+            .contains("no 999 for GS01 HC GS06 101 of ISA13 000000101"),
+        "{}",
+        m.body
+    );
+    assert!(!m.body.contains("PCN0001"));
     // The late 999 arrives: the group is answered, no longer overdue.
     std::fs::write(
         srv.root().join("outbound/late.999"),

@@ -163,8 +163,11 @@ pub fn overdue_count(
     d: &AckDeadlines,
     now: DateTime<Utc>,
 ) -> anyhow::Result<u64> {
+    if d.ta1.is_none() && d.ack999.is_none() && d.ca277.is_none() {
+        return Ok(0);
+    }
     Ok(ledger
-        .interchanges(Some(job))?
+        .interchanges_awaiting(job, d.ta1.is_some(), d.ack999.is_some(), d.ca277.is_some())?
         .iter()
         .filter(|ic| {
             let (a, b, c) = track::overdue_now(ic, d, now);

@@ -33,9 +33,10 @@ fn kind_of(s: Status) -> NoticeKind {
 /// The push job that recorded interchange `id` (for the notice).
 fn job_of(ledger: &Ledger, id: i64, fallback: &str) -> String {
     ledger
-        .interchanges(None)
+        .interchange_job(id)
         .ok()
-        .and_then(|v| v.into_iter().find(|i| i.id == id).map(|i| i.job))
+        .flatten()
+        .map(|(job, _)| job)
         .unwrap_or_else(|| fallback.to_string())
 }
 
@@ -356,9 +357,10 @@ fn ca277(
 
 fn interchange_control(ledger: &Ledger, id: i64) -> String {
     ledger
-        .interchanges(None)
+        .interchange_job(id)
         .ok()
-        .and_then(|v| v.into_iter().find(|i| i.id == id).map(|i| i.isa13))
+        .flatten()
+        .map(|(_, isa13)| isa13)
         .unwrap_or_default()
 }
 
@@ -382,7 +384,16 @@ pub fn overdue(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<Notice>> {
     let mut out = Vec::new();
-    for ic in ledger.interchanges(Some(job))? {
+    if d.ta1.is_none() && d.ack999.is_none() && d.ca277.is_none() {
+        return Ok(out);
+    }
+    let awaiting = ledger.interchanges_awaiting(
+        job,
+        d.ta1.is_some(),
+        d.ack999.is_some(),
+        d.ca277.is_some(),
+    )?;
+    for ic in awaiting {
         let Some(sent) = ic.sent_at.as_deref().and_then(parse) else {
             continue;
         };

@@ -179,7 +179,8 @@ impl Ledger {
         ic: &Interchange,
         since: DateTime<Utc>,
     ) -> anyhow::Result<Option<String>> {
-        let live = "(i.sent_at >= ?2 OR (i.sent_at IS NULL AND f.state NOT IN ('failed', 'done', 'held')))";
+        // On its way: any state but failed (a held file may have reached the partner).
+        let live = "(i.sent_at >= ?2 OR (i.sent_at IS NULL AND f.state NOT IN ('failed', 'done')))";
         let hit: Option<(String, Option<String>)> = self
             .conn
             .query_row(
@@ -229,6 +230,28 @@ impl Ledger {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the envelope of push file `file_id` is recorded.
+    pub fn has_interchange(&self, file_id: i64) -> anyhow::Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM edi_interchanges WHERE file_id = ?1",
+            [file_id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The push job and ISA13 of interchange `id`.
+    pub fn interchange_job(&self, id: i64) -> anyhow::Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT job, isa13 FROM edi_interchanges WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
     }
 
     /// A delivered push file's interchange counts as sent from now on.
@@ -534,13 +557,42 @@ impl Ledger {
 
     /// Interchanges recorded by `job` (every job when `None`), newest first.
     pub fn interchanges(&self, job: Option<&str>) -> anyhow::Result<Vec<InterchangeRow>> {
-        let mut st = self.conn.prepare(
+        self.interchanges_where("(?1 IS NULL OR job = ?1)", &[&job])
+    }
+
+    /// `job`'s interchanges sent and still missing an acknowledgement that is
+    /// awaited: a TA1 (`ta1`, for ISA14 = 1), a 999 (`a999`), a 277CA (`ca`).
+    pub fn interchanges_awaiting(
+        &self,
+        job: &str,
+        ta1: bool,
+        a999: bool,
+        ca: bool,
+    ) -> anyhow::Result<Vec<InterchangeRow>> {
+        self.interchanges_where(
+            "job = ?1 AND sent_at IS NOT NULL AND (
+                (?2 AND isa14 = '1' AND ta1_status IS NULL)
+             OR (?3 AND EXISTS (SELECT 1 FROM edi_groups g WHERE g.interchange_id = edi_interchanges.id
+                                AND g.ack_status IS NULL))
+             OR (?4 AND EXISTS (SELECT 1 FROM edi_groups g JOIN edi_sets s ON s.group_id = g.id
+                                WHERE g.interchange_id = edi_interchanges.id AND s.st01 = '837'
+                                AND s.ca_status IS NULL)))",
+            &[&job, &ta1, &a999, &ca],
+        )
+    }
+
+    fn interchanges_where(
+        &self,
+        cond: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> anyhow::Result<Vec<InterchangeRow>> {
+        let mut st = self.conn.prepare(&format!(
             "SELECT id, job, server, file, isa06, isa08, isa13, isa14, isa15, sent_at,
                     ta1_status, ta1_code, ta1_at, ta1_overdue_at
-             FROM edi_interchanges WHERE (?1 IS NULL OR job = ?1)
-             ORDER BY COALESCE(sent_at, recorded_at) DESC, id DESC",
-        )?;
-        let rows = st.query_map([job], |r| {
+             FROM edi_interchanges WHERE {cond}
+             ORDER BY COALESCE(sent_at, recorded_at) DESC, id DESC"
+        ))?;
+        let rows = st.query_map(args, |r| {
             Ok(InterchangeRow {
                 id: r.get(0)?,
                 job: r.get(1)?,

@@ -122,6 +122,38 @@ pub(super) async fn gate(
     })
 }
 
+/// Records the envelope of a push file whose record exists without one (a
+/// crash came between the two): it passed the gate when it was first seen.
+pub(super) async fn record_missing_envelope(
+    engine: &Engine,
+    job: &Job,
+    row: &crate::ledger::FileRow,
+) {
+    let path = row
+        .local_path
+        .as_ref()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| job.local_dir.join(&row.name));
+    let result = async {
+        if engine.ledger(|l| l.has_interchange(row.id))? {
+            return Ok(());
+        }
+        let sha = super::push::hash_file(&path).await?;
+        let p = path.clone();
+        let env = tokio::task::spawn_blocking(move || edi::read_file(&p)).await??;
+        if let [ic] = env.interchanges.as_slice() {
+            engine.ledger(|l| {
+                l.record_interchange(&job.name, &job.server.name, row.id, &row.name, &sha, ic)
+            })?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(job = %job.name, file = %row.name, "cannot record the X12 envelope: {e:#}");
+    }
+}
+
 /// Moves a blocked file out of the outbound folder (atomically, never
 /// overwriting, synced) and writes its reason file beside it (temp name,
 /// fsync, rename).

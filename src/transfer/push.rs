@@ -78,6 +78,10 @@ pub(super) async fn run(
         );
         if intact {
             covered.insert(row.name.clone());
+            if job.edi.is_some() && row.state == FileState::Seen {
+                // A crash between the file's record and its envelope's.
+                super::acks::record_missing_envelope(engine, job, &row).await;
+            }
         }
         if intact || on_server {
             info!(job = %job.name, file = %row.name, state = row.state.as_str(), "resuming an unfinished delivery");
