@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the interop test tier needs: vsftpd (installed), ProFTPD and
 # Pure-FTPd (unpacked only, never installed), pyftpdlib with pyOpenSSL (for
-# scripts/quirk-ftp-server.py), aiosmtpd, openssl, and lftp/curl for sanity
-# checks. Idempotent: work already done is skipped.
+# scripts/quirk-ftp-server.py), aiosmtpd, openssl, lftp/curl for sanity
+# checks, and pyx12 4.0.0 from PyPI in a venv (the X12 oracle of the claims
+# tests). Idempotent: work already done is skipped.
 #
 # Usage: sudo scripts/install-test-deps.sh
 # Env:   FERRY_TEST_CACHE  cache root (default /opt/ferry-test)
@@ -10,7 +11,7 @@
 # Result: ProFTPD binary at $FERRY_TEST_CACHE/proftpd/root/usr/sbin/proftpd,
 #         all its modules (core + crypto) in $FERRY_TEST_CACHE/proftpd/modules;
 #         Pure-FTPd at $FERRY_TEST_CACHE/pure-ftpd/root/usr/sbin/pure-ftpd
-#         (and pure-pw in .../usr/bin/pure-pw).
+#         (and pure-pw in .../usr/bin/pure-pw); pyx12 in $FERRY_TEST_CACHE/pyx12-venv.
 set -euo pipefail
 
 # Root is needed for apt and, later, for the servers themselves (PAM, setuid).
