@@ -472,3 +472,46 @@ async fn an_expected_file_that_never_came_is_reported_once() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrected_file_replacing_a_duplicate_goes_and_the_old_block_does_not_let_the_duplicate_through()
+ {
+    let (srv, s) = setup("", false).await;
+    s.drop_file(
+        "outbox/first.837",
+        &x12::p837(101, 101, &["PCN0001"]).render(PLAIN),
+    );
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    let dup = x12::p837(101, 201, &["PCN0002"]).render(PLAIN);
+    s.drop_file("outbox/b.837", &dup);
+    assert!(matches!(
+        status_of(&run(&engine, &cfg, "out").await, "b.837"),
+        FileStatus::Duplicate { .. }
+    ));
+    assert_eq!(
+        ferry::transfer::local::waiting_count(
+            &cfg.jobs["out"],
+            Some(&engine.ledger.lock().unwrap())
+        )
+        .unwrap(),
+        0,
+        "a duplicate waits for an operator, not a run"
+    );
+    // The sender fixes it: new control numbers, same name.
+    s.drop_file(
+        "outbox/b.837",
+        &x12::p837(102, 202, &["PCN0002"]).render(PLAIN),
+    );
+    assert_eq!(
+        status_of(&run(&engine, &cfg, "out").await, "b.837"),
+        FileStatus::Delivered
+    );
+    // The old duplicate again, under that name: still refused.
+    s.drop_file("outbox/b.837", &dup);
+    assert!(matches!(
+        status_of(&run(&engine, &cfg, "out").await, "b.837"),
+        FileStatus::Duplicate { .. }
+    ));
+    assert_eq!(inbound(&srv), vec!["b.837", "first.837"]);
+}

@@ -24,6 +24,9 @@ struct JobStatus {
     failed: u64,
     /// Files waiting for an operator's `ferry confirm` or `ferry resend`.
     held: u64,
+    /// Push jobs with `edi`: files held back for repeating control numbers
+    /// (they wait for `ferry resend`).
+    duplicates: u64,
     /// Push jobs with `edi.acks`: interchanges with an acknowledgement past its deadline.
     acks_overdue: u64,
 }
@@ -84,6 +87,15 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
             waiting,
             failed: counts.failed,
             held: counts.held,
+            duplicates: match (&ledger, &job.edi) {
+                (Some(l), Some(_)) if job.direction == Direction::Push => {
+                    l.duplicate_names(&job.name)?
+                        .iter()
+                        .filter(|n| job.local_dir.join(n).exists())
+                        .count() as u64
+                }
+                _ => 0,
+            },
             acks_overdue: match (&ledger, &job.edi) {
                 (Some(l), Some(e)) if job.direction == Direction::Push => {
                     super::acks::overdue_count(l, &job.name, &e.acks, now)?
@@ -120,10 +132,15 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                     .as_deref()
                     .map_or_else(|| next_without_schedule(cfg, &r.job), short_time),
                 r.waiting.to_string(),
-                if r.held > 0 {
-                    format!("{} +{} held", r.failed, r.held)
-                } else {
-                    r.failed.to_string()
+                {
+                    let mut f = r.failed.to_string();
+                    if r.held > 0 {
+                        f.push_str(&format!(" +{} held", r.held));
+                    }
+                    if r.duplicates > 0 {
+                        f.push_str(&format!(" +{} duplicate", r.duplicates));
+                    }
+                    f
                 },
                 r.acks_overdue.to_string(),
             ]

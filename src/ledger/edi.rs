@@ -337,6 +337,17 @@ impl Ledger {
         Ok(())
     }
 
+    /// A file of this name passed the gate: earlier duplicate blocks of the
+    /// name are closed (a corrected file replaced the blocked one).
+    pub fn close_duplicate_blocks(&self, job: &str, file: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE edi_blocked SET override_at = ?3, override_by = 'superseded by a file that passed'
+             WHERE job = ?1 AND file = ?2 AND kind = 'duplicate' AND override_at IS NULL",
+            params![job, file, now()],
+        )?;
+        Ok(())
+    }
+
     /// Who allowed this exact file (name and content) to go out although it
     /// repeats control numbers, if anyone did and it has not been sent since.
     pub fn duplicate_override(
@@ -349,7 +360,8 @@ impl Ledger {
             .conn
             .query_row(
                 "SELECT override_by FROM edi_blocked WHERE job = ?1 AND file = ?2 AND sha256 = ?3
-                 AND kind = 'duplicate' AND override_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+                 AND kind = 'duplicate' AND override_at IS NOT NULL
+                 AND override_by NOT LIKE 'superseded%' ORDER BY id DESC LIMIT 1",
                 params![job, file, sha256],
                 |r| r.get(0),
             )

@@ -115,6 +115,7 @@ pub(super) async fn gate(
             }
         }
     }
+    engine.ledger(|l| l.close_duplicate_blocks(&job.name, &f.name))?;
     Ok(Gate::Pass {
         interchange: interchange.map(Box::new),
         sha256: sha,
