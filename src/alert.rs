@@ -179,6 +179,24 @@ impl Alerter {
         }
     }
 
+    /// Claims notices found between runs (deadlines passed, expected files
+    /// missing): emailed like a run's, and nothing else is decided.
+    pub fn after_deadlines(&self, job: &Job, report: &RunReport) {
+        let Some(mail) = self.mail() else { return };
+        let result = (|| -> anyhow::Result<()> {
+            let ledger = self
+                .ledger
+                .lock()
+                .map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
+            let mut to = mail.to.clone();
+            to.extend(job.alert_to.iter().cloned());
+            self.claims(&ledger, &mail, &to, job, report)
+        })();
+        if let Err(e) = result {
+            error!(job = %job.name, "cannot record the alert: {e:#}");
+        }
+    }
+
     fn decide(&self, job: &Job, report: &RunReport, next_run: &str) -> anyhow::Result<()> {
         let Some(mail) = self.mail() else {
             return Ok(()); // no mail: failures are only logged

@@ -515,3 +515,36 @@ async fn a_corrected_file_replacing_a_duplicate_goes_and_the_old_block_does_not_
     ));
     assert_eq!(inbound(&srv), vec!["b.837", "first.837"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_between_runs_alerts_a_passed_deadline_once_and_nothing_else() {
+    let (_srv, s) = setup(", acks: { ta1: 2h }", true).await;
+    s.drop_file(
+        "outbox/claims.837",
+        &x12::p837(101, 101, &["PCN0001"]).render(PLAIN),
+    );
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    let job = &cfg.jobs["out"];
+    assert!(engine.check_deadlines(job, Utc::now()).edi.is_empty());
+    let later = Utc::now() + Duration::hours(3);
+    let report = engine.check_deadlines(job, later);
+    assert_eq!(report.edi.len(), 1, "{:?}", report.edi);
+    assert!(report.files.is_empty());
+    let alerter = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
+    alerter.after_deadlines(job, &report);
+    let subjects: Vec<String> = engine
+        .ledger
+        .lock()
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    assert_eq!(
+        subjects,
+        vec!["[ferry] OVERDUE out: 1 acknowledgement(s) overdue".to_string()]
+    );
+    assert!(engine.check_deadlines(job, later).edi.is_empty(), "once");
+}

@@ -194,24 +194,45 @@ pub(super) fn after_run(engine: &Engine, job: &Job, started: DateTime<Utc>) -> V
     let now = Utc::now();
     let mut out = Vec::new();
     let result = engine.ledger(|l| {
-        if let Some(edi) = &job.edi {
-            if !edi.acks_for.is_empty() {
-                for (id, name, path) in l.placed_unread(&job.name, started)? {
-                    out.extend(track::read_ack(
-                        l,
-                        &job.name,
-                        &edi.acks_for,
-                        id,
-                        &name,
-                        std::path::Path::new(&path),
-                    )?);
-                }
-                for (push, d) in &edi.deadlines_for {
-                    out.extend(track::overdue(l, push, d, now)?);
-                }
-            } else {
-                out.extend(track::overdue(l, &job.name, &edi.acks, now)?);
+        if let Some(edi) = &job.edi
+            && !edi.acks_for.is_empty()
+        {
+            for (id, name, path) in l.placed_unread(&job.name, started)? {
+                out.extend(track::read_ack(
+                    l,
+                    &job.name,
+                    &edi.acks_for,
+                    id,
+                    &name,
+                    std::path::Path::new(&path),
+                )?);
             }
+            for (push, d) in &edi.deadlines_for {
+                out.extend(track::overdue(l, push, d, now)?);
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        warn!(job = %job.name, "cannot read acknowledgements: {e:#}");
+    }
+    out.extend(deadlines(engine, job, now));
+    for n in &out {
+        info!(job = %job.name, about = %n.job, kind = n.kind.as_str(), "{}", n.text);
+    }
+    out
+}
+
+/// What passed by `now` for this job alone: its own acknowledgement
+/// deadlines (a push job with `edi.acks`) and its `expect` window (a pull
+/// job). Each is reported once.
+pub(super) fn deadlines(engine: &Engine, job: &Job, now: DateTime<Utc>) -> Vec<Notice> {
+    let mut out = Vec::new();
+    let result = engine.ledger(|l| {
+        if let Some(edi) = &job.edi
+            && edi.acks_for.is_empty()
+        {
+            out.extend(track::overdue(l, &job.name, &edi.acks, now)?);
         }
         if let Some(e) = &job.expect
             && let Some(n) = track::expected_missing(l, &job.name, e, now)?
@@ -221,10 +242,7 @@ pub(super) fn after_run(engine: &Engine, job: &Job, started: DateTime<Utc>) -> V
         Ok(())
     });
     if let Err(e) = result {
-        warn!(job = %job.name, "cannot read acknowledgements: {e:#}");
-    }
-    for n in &out {
-        info!(job = %job.name, about = %n.job, kind = n.kind.as_str(), "{}", n.text);
+        warn!(job = %job.name, "cannot check acknowledgement deadlines: {e:#}");
     }
     out
 }

@@ -461,6 +461,17 @@ impl Engine {
         report
     }
 
+    /// Acknowledgement deadlines and `expect` windows of `job` that passed
+    /// by `now` and were not reported yet, as a report with no files (for
+    /// the agent, which checks them between runs too).
+    pub fn check_deadlines(&self, job: &Job, now: chrono::DateTime<chrono::Utc>) -> RunReport {
+        let mut report = RunReport::new(job, Vec::new(), None);
+        if job.edi.is_some() || job.expect.is_some() {
+            report.edi = acks::deadlines(self, job, now);
+        }
+        report
+    }
+
     /// Moves `items` through up to `max_connections` sessions (fewer when
     /// the server was found to refuse more), retrying each file with
     /// backoff. `work` does one attempt at one item.
