@@ -172,7 +172,7 @@ async fn a_duplicate_control_number_is_refused_across_restarts_until_resend() {
     let r = run(&engine, &cfg, "out").await;
     match status_of(&r, "same-isa13.837") {
         FileStatus::Duplicate { reason } => assert!(
-            reason.contains("ISA13 000000101") && reason.contains("first.837"),
+            reason.contains("ISA13 000000101") && reason.contains("was sent to srv at"),
             "{reason}"
         ),
         o => panic!("{o:?}"),
@@ -547,4 +547,54 @@ async fn the_agent_between_runs_alerts_a_passed_deadline_once_and_nothing_else()
         vec!["[ferry] OVERDUE out: 1 acknowledgement(s) overdue".to_string()]
     );
     assert!(engine.check_deadlines(job, later).edi.is_empty(), "once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_answered_over_several_277cas_roll_up_together() {
+    let (srv, s) = setup(", acks: { 277ca: 2d }", false).await;
+    let sent = x12::p837(101, 101, &["PCN0001", "PCN0002"]);
+    s.drop_file("outbox/claims.837", &sent.render(PLAIN));
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    let out = srv.root().join("outbound");
+    std::fs::write(
+        out.join("a.277"),
+        x12::c277(&sent, &[("PCN0001", "A2")]).render(PLAIN),
+    )
+    .unwrap();
+    let r = run(&engine, &cfg, "acks").await;
+    assert!(
+        r.edi[0]
+            .text
+            .contains("accepted (1 claims accepted, 0 rejected, 1 not answered)"),
+        "{:?}",
+        r.edi
+    );
+    std::fs::write(
+        out.join("b.277"),
+        x12::c277(&sent, &[("PCN0002", "A7")]).render(PLAIN),
+    )
+    .unwrap();
+    let r = run(&engine, &cfg, "acks").await;
+    assert_eq!(r.edi[0].kind, NoticeKind::Errors, "{:?}", r.edi);
+    assert!(
+        r.edi[0]
+            .text
+            .contains("partially_accepted (1 claims accepted, 1 rejected, 0 not answered)"),
+        "{:?}",
+        r.edi
+    );
+    let set = &engine
+        .ledger
+        .lock()
+        .unwrap()
+        .interchanges(Some("out"))
+        .unwrap()[0]
+        .groups[0]
+        .sets[0]
+        .clone();
+    assert_eq!(
+        (set.ca_status.as_deref(), set.ca_accepted, set.ca_rejected),
+        (Some("partially_accepted"), Some(1), Some(1))
+    );
 }

@@ -131,7 +131,12 @@ fn render(r: &RunReport, server: &str) -> String {
         }
     }
     for n in &r.edi {
-        let _ = writeln!(s, "  {:<10} {}", n.kind.as_str(), n.text);
+        let file = n
+            .file
+            .as_deref()
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        let _ = writeln!(s, "  {:<10} {file}{}", n.kind.as_str(), n.text);
     }
     let delivered = r.delivered();
     let hash = r

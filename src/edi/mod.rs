@@ -19,6 +19,11 @@ pub struct Notice {
     /// The push job the notice is about (for an orphan or a missing
     /// expected file: the pull job that read or expected it).
     pub job: String,
+    /// The file it concerns (the acknowledgement read, or the interchange's
+    /// file), for `ferry once` and the log; emails leave it out (names can
+    /// carry member identifiers).
+    pub file: Option<String>,
+    /// Control numbers, codes and counts only.
     pub text: String,
 }
 

@@ -14,10 +14,11 @@ use super::{Notice, NoticeKind};
 use crate::config::{AckDeadlines, Expect};
 use crate::ledger::{Due, Ledger};
 
-fn notice(kind: NoticeKind, job: &str, text: String) -> Notice {
+fn notice(kind: NoticeKind, job: &str, file: &str, text: String) -> Notice {
     Notice {
         kind,
         job: job.to_string(),
+        file: Some(file.to_string()),
         text,
     }
 }
@@ -131,7 +132,8 @@ fn ta1(
                     out.push(notice(
                         kind_of(status),
                         &job_of(ledger, id, pull_job),
-                        format!("{file}: {detail}"),
+                        file,
+                        detail.clone(),
                     ));
                 }
                 None => {
@@ -139,8 +141,9 @@ fn ta1(
                     out.push(notice(
                         NoticeKind::Orphan,
                         pull_job,
+                        file,
                         format!(
-                            "{file}: TA1 for ISA13 {} matches no interchange sent by {}",
+                            "TA1 for ISA13 {} matches no interchange sent by {}",
                             t.control,
                             acks_for.join(", ")
                         ),
@@ -198,8 +201,9 @@ fn ack999(
                     out.push(notice(
                         NoticeKind::Orphan,
                         pull_job,
+                        file,
                         format!(
-                            "{file}: {} for GS01 {} GS06 {} matches no group sent by {}",
+                            "{} for GS01 {} GS06 {} matches no group sent by {}",
                             s.st01,
                             r.gs01,
                             r.gs06,
@@ -237,7 +241,7 @@ fn ack999(
                         ));
                     }
                 }
-                let mut text = format!("{file}: {detail}");
+                let mut text = detail.clone();
                 if !set_notes.is_empty() {
                     text.push_str(&format!("; {}", set_notes.join("; ")));
                 }
@@ -250,21 +254,17 @@ fn ack999(
                     "matched",
                     &text,
                 )?;
-                out.push(notice(kind_of(status), &push_job, text));
+                out.push(notice(kind_of(status), &push_job, file, text));
                 if let Some(n) = r.included
                     && n != m.sets
                 {
-                    out.push(notice(
-                        NoticeKind::CountMismatch,
-                        &push_job,
-                        format!("{file}: the 999 for GS06 {} counts {n} transaction sets (AK902); ferry sent {} (GE01)", r.gs06, m.sets),
+                    out.push(notice(NoticeKind::CountMismatch, &push_job, file,
+                        format!("the 999 for GS06 {} counts {n} transaction sets (AK902); ferry sent {} (GE01)", r.gs06, m.sets),
                     ));
                 }
                 if !unmatched.is_empty() {
-                    out.push(notice(
-                        NoticeKind::Orphan,
-                        &push_job,
-                        format!("{file}: the 999 for GS06 {} answers sets ferry did not send in that group: ST02 {}", r.gs06, unmatched.join(", ")),
+                    out.push(notice(NoticeKind::Orphan, &push_job, file,
+                        format!("the 999 for GS06 {} answers sets ferry did not send in that group: ST02 {}", r.gs06, unmatched.join(", ")),
                     ));
                 }
             }
@@ -300,8 +300,9 @@ fn ca277(
                         out.push(notice(
                             NoticeKind::Orphan,
                             pull_job,
+                            file,
                             format!(
-                                "{file}: a 277CA batch (ST02 {}) matches no 837 sent by {}",
+                                "a 277CA batch (ST02 {}) matches no 837 sent by {}",
                                 s.st02,
                                 acks_for.join(", ")
                             ),
@@ -323,14 +324,29 @@ fn ca277(
                             unknown += 1;
                         }
                     }
-                    let batch_status = if statuses.is_empty() {
-                        ack::claim_status(&b.categories)
+                    // Every 277CA so far counts: a payer may answer a batch's claims in several.
+                    let (ok, with_errors, rej, open) = ledger.claim_counts(set_id)?;
+                    let batch_status = if ok + with_errors + rej == 0 {
+                        if statuses.is_empty() {
+                            ack::claim_status(&b.categories)
+                        } else {
+                            ack::roll_up(statuses).unwrap_or(Status::Rejected)
+                        }
                     } else {
-                        ack::roll_up(statuses).unwrap_or(Status::Rejected)
+                        ack::roll_up(
+                            std::iter::repeat_n(Status::Accepted, ok.min(1) as usize)
+                                .chain(std::iter::repeat_n(
+                                    Status::AcceptedWithErrors,
+                                    with_errors.min(1) as usize,
+                                ))
+                                .chain(std::iter::repeat_n(Status::Rejected, rej.min(1) as usize)),
+                        )
+                        .unwrap_or(Status::Rejected)
                     };
-                    let (acc, rej, open) = ledger.roll_up_claims(set_id, batch_status.as_str())?;
+                    let acc = ok + with_errors;
+                    ledger.set_claims_ack(set_id, batch_status.as_str(), acc, rej)?;
                     let text = format!(
-                        "{file}: 277CA for an 837 of ISA13 {}: {batch_status} ({acc} claims accepted, {rej} rejected, {open} not answered{})",
+                        "277CA for an 837 of ISA13 {}: {batch_status} ({acc} claims accepted, {rej} rejected, {open} not answered{})",
                         interchange_control(ledger, ic_id),
                         if unknown > 0 {
                             format!(", {unknown} claims ferry did not send")
@@ -347,7 +363,7 @@ fn ca277(
                         "matched",
                         &text,
                     )?;
-                    out.push(notice(kind_of(batch_status), &push_job, text));
+                    out.push(notice(kind_of(batch_status), &push_job, file, text));
                 }
             }
         }
@@ -406,10 +422,10 @@ pub fn overdue(
             out.push(notice(
                 NoticeKind::Overdue,
                 job,
+                &ic.file,
                 format!(
-                    "no TA1 for ISA13 {} ({}), sent {}",
+                    "no TA1 for ISA13 {}, sent {}",
                     ic.isa13,
-                    ic.file,
                     ic.sent_at.as_deref().unwrap_or("")
                 ),
             ));
@@ -420,12 +436,12 @@ pub fn overdue(
                 out.push(notice(
                     NoticeKind::Overdue,
                     job,
+                    &ic.file,
                     format!(
-                        "no 999 for GS01 {} GS06 {} of ISA13 {} ({}), sent {}",
+                        "no 999 for GS01 {} GS06 {} of ISA13 {}, sent {}",
                         g.gs01,
                         g.gs06,
                         ic.isa13,
-                        ic.file,
                         ic.sent_at.as_deref().unwrap_or("")
                     ),
                 ));
@@ -440,6 +456,7 @@ pub fn overdue(
                     out.push(notice(
                         NoticeKind::Overdue,
                         job,
+                        &ic.file,
                         format!(
                             "no 277CA for ST02 {} of GS06 {} of ISA13 {} ({} claims), sent {}",
                             s.st02,
@@ -518,14 +535,15 @@ pub fn expected_missing(
         return Ok(None);
     }
     ledger.expect_alert_sent(job, &key)?;
-    Ok(Some(notice(
-        NoticeKind::Missing,
-        job,
-        format!(
+    Ok(Some(Notice {
+        kind: NoticeKind::Missing,
+        job: job.to_string(),
+        file: None,
+        text: format!(
             "no file arrived between {} and {} (expect: a file within {} of each scheduled time)",
             start.format("%Y-%m-%d %H:%M UTC"),
             end.format("%Y-%m-%d %H:%M UTC"),
             crate::config::format_duration(e.within)
         ),
-    )))
+    }))
 }

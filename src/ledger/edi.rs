@@ -181,21 +181,21 @@ impl Ledger {
     ) -> anyhow::Result<Option<String>> {
         // On its way: any state but failed (a held file may have reached the partner).
         let live = "(i.sent_at >= ?2 OR (i.sent_at IS NULL AND f.state NOT IN ('failed', 'done')))";
-        let hit: Option<(String, Option<String>)> = self
+        let hit: Option<Option<String>> = self
             .conn
             .query_row(
                 &format!(
-                    "SELECT i.file, i.sent_at FROM edi_interchanges i JOIN files f ON f.id = i.file_id
+                    "SELECT i.sent_at FROM edi_interchanges i JOIN files f ON f.id = i.file_id
                      WHERE i.server = ?1 AND {live} AND i.isa06 = ?3 AND i.isa08 = ?4 AND i.isa13 = ?5
                      ORDER BY i.id DESC LIMIT 1"
                 ),
                 params![server, rfc3339(since), ic.isa06, ic.isa08, ic.isa13],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()?;
-        if let Some((file, at)) = hit {
+        if let Some(at) = hit {
             return Ok(Some(format!(
-                "interchange control number ISA13 {} (ISA06/ISA08 the same) {} in file {file}",
+                "interchange control number ISA13 {} (ISA06/ISA08 the same) {}",
                 ic.isa13,
                 at.map_or("is being sent".to_string(), |t| format!(
                     "was sent to {server} at {t}"
@@ -203,11 +203,11 @@ impl Ledger {
             )));
         }
         for g in &ic.groups {
-            let hit: Option<(String, Option<String>)> = self
+            let hit: Option<Option<String>> = self
                 .conn
                 .query_row(
                     &format!(
-                        "SELECT i.file, i.sent_at FROM edi_groups g
+                        "SELECT i.sent_at FROM edi_groups g
                          JOIN edi_interchanges i ON i.id = g.interchange_id
                          JOIN files f ON f.id = i.file_id
                          WHERE i.server = ?1 AND {live} AND g.gs01 = ?3 AND g.gs02 = ?4
@@ -215,12 +215,12 @@ impl Ledger {
                          ORDER BY i.id DESC LIMIT 1"
                     ),
                     params![server, rfc3339(since), g.gs01, g.gs02, g.gs03, g.gs06],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.get(0),
                 )
                 .optional()?;
-            if let Some((file, at)) = hit {
+            if let Some(at) = hit {
                 return Ok(Some(format!(
-                    "group control number GS06 {} (GS01 {}, GS02/GS03 the same) {} in file {file}",
+                    "group control number GS06 {} (GS01 {}, GS02/GS03 the same) {}",
                     g.gs06,
                     g.gs01,
                     at.map_or("is being sent".to_string(), |t| format!(
@@ -532,22 +532,34 @@ impl Ledger {
         Ok(n > 0)
     }
 
-    /// Rolls the set's claim statuses into its 277CA status: `(accepted, rejected, unanswered)`.
-    pub fn roll_up_claims(&self, set_id: i64, status: &str) -> anyhow::Result<(u64, u64, u64)> {
-        let (acc, rej, open): (u64, u64, u64) = self.conn.query_row(
-            "SELECT COALESCE(SUM(status IN ('accepted', 'accepted_with_errors')), 0),
+    /// A set's claims as 277CAs answered them so far:
+    /// `(accepted, accepted with errors, rejected, not answered)`.
+    pub fn claim_counts(&self, set_id: i64) -> anyhow::Result<(u64, u64, u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(status = 'accepted'), 0),
+                    COALESCE(SUM(status = 'accepted_with_errors'), 0),
                     COALESCE(SUM(status = 'rejected'), 0),
                     COALESCE(SUM(status IS NULL), 0)
              FROM edi_claims WHERE set_id = ?1",
             [set_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?)
+    }
+
+    /// Records a set's 277CA status and its claims accepted and rejected.
+    pub fn set_claims_ack(
+        &self,
+        set_id: i64,
+        status: &str,
+        accepted: u64,
+        rejected: u64,
+    ) -> anyhow::Result<()> {
         self.conn.execute(
             "UPDATE edi_sets SET ca_status = ?2, ca_accepted = ?3, ca_rejected = ?4, ca_at = ?5
              WHERE id = ?1",
-            params![set_id, status, acc, rej, now()],
+            params![set_id, status, accepted, rejected, now()],
         )?;
-        Ok((acc, rej, open))
+        Ok(())
     }
 
     /// Marks an acknowledgement as overdue (its alert went out).

@@ -218,7 +218,7 @@ pub(super) fn after_run(engine: &Engine, job: &Job, started: DateTime<Utc>) -> V
     }
     out.extend(deadlines(engine, job, now));
     for n in &out {
-        info!(job = %job.name, about = %n.job, kind = n.kind.as_str(), "{}", n.text);
+        info!(job = %job.name, about = %n.job, kind = n.kind.as_str(), file = n.file.as_deref().unwrap_or("-"), "{}", n.text);
     }
     out
 }
