@@ -598,3 +598,53 @@ async fn claims_answered_over_several_277cas_roll_up_together() {
         (Some("partially_accepted"), Some(1), Some(1))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acks_are_read_before_a_downstream_system_takes_the_placed_file() {
+    let (srv, s) = setup("", false).await;
+    let sent = x12::p837(101, 101, &["PCN0001"]);
+    s.drop_file("outbox/claims.837", &sent.render(PLAIN));
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    std::fs::write(
+        srv.root().join("outbound/ack.999"),
+        x12::a999(&sent, &[("0001", "A", &[])], "A").render(PLAIN),
+    )
+    .unwrap();
+    // The billing system takes every file the moment it is placed.
+    let inbox = s.local("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let taker = {
+        let (inbox, stop) = (inbox.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut taken = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir(&inbox).unwrap().flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if !n.starts_with('.') && std::fs::remove_file(e.path()).is_ok() {
+                        taken += 1;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            taken
+        })
+    };
+    let r = run(&engine, &cfg, "acks").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(taker.join().unwrap(), 1);
+    assert_eq!(r.delivered(), 1);
+    assert!(
+        r.edi.iter().any(|n| n.kind == NoticeKind::Accepted),
+        "{:?}",
+        r.edi
+    );
+    let ic = &engine
+        .ledger
+        .lock()
+        .unwrap()
+        .interchanges(Some("out"))
+        .unwrap()[0];
+    assert_eq!(ic.groups[0].ack_status.as_deref(), Some("accepted"));
+}

@@ -742,6 +742,17 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// When the first interchange of `jobs` was recorded.
+    pub fn first_interchange_at(&self, jobs: &[String]) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let t: Option<String> = self.conn.query_row(
+            "SELECT MIN(recorded_at) FROM edi_interchanges WHERE job IN (SELECT value FROM json_each(?1))",
+            [in_list(jobs)],
+            |r| r.get(0),
+        )?;
+        Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
     /// Pull files of `job` placed locally since `since` whose content was
     /// not read as an acknowledgement yet: `(id, name, local path)`.
     pub fn placed_unread(

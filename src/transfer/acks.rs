@@ -197,7 +197,12 @@ pub(super) fn after_run(engine: &Engine, job: &Job, started: DateTime<Utc>) -> V
         if let Some(edi) = &job.edi
             && !edi.acks_for.is_empty()
         {
-            for (id, name, path) in l.placed_unread(&job.name, started)? {
+            // Read before placing, normally; these are files a crash left
+            // placed but unread, since the first interchange they could answer.
+            let since = l
+                .first_interchange_at(&edi.acks_for)?
+                .map_or(started, |t| t.min(started));
+            for (id, name, path) in l.placed_unread(&job.name, since)? {
                 out.extend(track::read_ack(
                     l,
                     &job.name,

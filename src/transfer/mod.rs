@@ -418,7 +418,8 @@ impl Engine {
             RunReport::new(job, Vec::new(), Some(msg))
         });
         if job.edi.is_some() || job.expect.is_some() {
-            report.edi = acks::after_run(self, job, started_at);
+            let more = acks::after_run(self, job, started_at);
+            report.edi.extend(more);
         }
         report.duration = started.elapsed();
         report.certificate_expiry = self
