@@ -132,6 +132,38 @@ fn pyx12_accepts_the_sample_837s_and_ferry_reads_its_999s() {
     }
 }
 
+#[test]
+fn pyx12_rejects_one_set_of_two_with_ak9_r_and_ferry_reads_it_as_partially_accepted() {
+    if std::env::var_os("FERRY_SKIP_INTEROP").is_some() {
+        return;
+    }
+    let mut ic = x12::p837(301, 301, &["PCN0001"]);
+    let mut second = ic.groups[0].sets[0].clone();
+    second.control = "0002".into();
+    second.body.retain(|s| s != "N4*SPRINGFIELD*IL*627010000");
+    ic.groups[0].sets.push(second);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("two.837");
+    std::fs::write(&input, ic.render(CRLF)).unwrap();
+    let out = dir.path().join("two.999");
+    assert!(!pyx12(&input, &out));
+    let env = read(&std::fs::read(&out).unwrap()[..]).unwrap();
+    let r = env.interchange().unwrap().groups[0].sets[0]
+        .response
+        .clone()
+        .unwrap();
+    // pyx12 never writes AK9*P: one rejected set of two gives R, with AK904 = 1.
+    assert_eq!(
+        (r.status.as_str(), r.included, r.accepted),
+        ("R", Some(2), Some(1))
+    );
+    assert_eq!(
+        (r.sets[0].status.as_str(), r.sets[1].status.as_str()),
+        ("A", "R")
+    );
+    assert_eq!(ack::response_status(&r), ack::Status::PartiallyAccepted);
+}
+
 fn ferry(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(support::ferry_bin())
         .current_dir(dir)

@@ -119,6 +119,31 @@ pub fn group_status(ak901: &str) -> Status {
     }
 }
 
+/// A 999's answer for a group: its AK9, except that an `R` (or a missing
+/// AK9) while some sets were accepted reads as partially accepted. pyx12,
+/// for one, never writes `AK9*P`: one rejected set of two gives `AK9*R`
+/// with AK904 = 1.
+pub fn response_status(r: &super::reader::GroupResponse) -> Status {
+    let sets = r.sets.iter().map(|x| set_status(&x.status));
+    let some_accepted = r.accepted.is_some_and(|n| n > 0)
+        || r.sets.iter().any(|x| {
+            matches!(
+                set_status(&x.status),
+                Status::Accepted | Status::AcceptedWithErrors
+            )
+        });
+    let status = if r.status.is_empty() {
+        roll_up(sets).unwrap_or(Status::Rejected)
+    } else {
+        group_status(&r.status)
+    };
+    if status == Status::Rejected && some_accepted {
+        Status::PartiallyAccepted
+    } else {
+        status
+    }
+}
+
 /// A 277CA claim's STC01-1 categories: A0/A1/A2/A5 acknowledge or accept,
 /// A3/A4/A6/A7/A8 and E0-E4 reject (returned, not found, missing or
 /// invalid information, response not possible). The worst one counts.
@@ -173,5 +198,37 @@ mod tests {
         assert_eq!(set_status("E"), AcceptedWithErrors);
         assert_eq!(claim_status(&["A1".into(), "A7".into()]), Rejected);
         assert_eq!(claim_status(&["A2".into()]), Accepted);
+    }
+
+    #[test]
+    fn an_ak9_r_with_accepted_sets_reads_as_partially_accepted() {
+        use super::super::reader::{GroupResponse, SetResponse};
+        let set = |s: &str| SetResponse {
+            status: s.into(),
+            ..SetResponse::default()
+        };
+        let r = |ak9: &str, accepted, sets: Vec<SetResponse>| GroupResponse {
+            status: ak9.into(),
+            accepted,
+            sets,
+            ..GroupResponse::default()
+        };
+        assert_eq!(
+            response_status(&r("R", Some(1), vec![set("A"), set("R")])),
+            Status::PartiallyAccepted
+        );
+        assert_eq!(
+            response_status(&r("R", Some(0), vec![set("R"), set("R")])),
+            Status::Rejected
+        );
+        assert_eq!(
+            response_status(&r("A", Some(2), vec![set("A"), set("A")])),
+            Status::Accepted
+        );
+        assert_eq!(
+            response_status(&r("", None, vec![set("A"), set("E")])),
+            Status::AcceptedWithErrors
+        );
+        assert_eq!(response_status(&r("", None, vec![])), Status::Rejected);
     }
 }

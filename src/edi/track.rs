@@ -168,13 +168,7 @@ fn ack999(
         for g in &ic.groups {
             for s in &g.sets {
                 let Some(r) = &s.response else { continue };
-                let status = if r.status.is_empty() {
-                    // No AK9: the sets' answers decide.
-                    ack::roll_up(r.sets.iter().map(|x| ack::set_status(&x.status)))
-                        .unwrap_or(Status::Rejected)
-                } else {
-                    ack::group_status(&r.status)
-                };
+                let status = ack::response_status(r);
                 let codes = r.codes.join(" ");
                 let detail = format!(
                     "{} for GS01 {} GS06 {}: {} (AK9 {}, {} of {} sets accepted{})",
