@@ -58,6 +58,18 @@ impl Runner for EngineRunner {
     fn reconfigure(&self, cfg: &Config) {
         self.alerter
             .reconfigure(cfg.mail.clone(), cfg.jobs.keys().cloned().collect());
+        let recorded = self
+            .engine
+            .ledger
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the ledger lock was poisoned"))
+            .and_then(|mut l| {
+                l.set_servers(crate::audit::partners(cfg));
+                crate::audit::config_loaded(&l, cfg, &crate::transfer::operator::os_user())
+            });
+        if let Err(e) = recorded {
+            tracing::warn!("cannot record the reloaded configuration in the audit trail: {e:#}");
+        }
     }
 }
 

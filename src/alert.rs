@@ -153,6 +153,15 @@ impl Alerter {
                 );
             }
             let _ = writeln!(body, "\nTo look closer: ferry history --since {day}");
+            // A copy of the audit trail's head outside this machine: a
+            // rewritten trail no longer contains it (ferry audit verify --head).
+            if let Some(head) = ledger.audit_head()? {
+                let _ = writeln!(
+                    body,
+                    "\nAudit trail head: row {} at {}\n  {}\nKeep this mail: `ferry audit verify --head {}` proves the trail still holds it.",
+                    head.seq, head.at, head.hash, head.hash
+                );
+            }
             let subject = format!(
                 "[ferry] DIGEST {day}: {files} file{}, {bytes} bytes, {failures} failure{}",
                 if files == 1 { "" } else { "s" },

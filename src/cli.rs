@@ -91,4 +91,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The tamper-evident audit trail: check it, or export it for an auditor.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; exit 0 when intact, 1 naming the first broken row.
+    Verify {
+        /// A chain head kept elsewhere (the digest email, the log): it must still be in the chain.
+        #[arg(long, value_name = "HASH")]
+        head: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the trail's rows, oldest first, ending with the chain head.
+    Export {
+        /// Rows at or after this date (2026-01-01) or instant (RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Rows before this date or instant.
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Only this job's rows.
+        #[arg(long, value_name = "JOB")]
+        job: Option<String>,
+        /// json (one object) or csv.
+        #[arg(long, value_name = "FORMAT", default_value = "json", value_parser = ["json", "csv"])]
+        format: String,
+    },
 }

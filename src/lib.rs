@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod alert;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

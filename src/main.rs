@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let _ = out.flush();
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::FilesFailed) => ExitCode::from(1),
+        Ok(Outcome::FilesFailed | Outcome::AuditBroken) => ExitCode::from(1),
         Err(err) => {
             if is_broken_pipe(&err) {
                 // `ferry history | head`: the reader left; that is not a failure.

@@ -368,6 +368,16 @@ async fn the_daily_digest_counts_files_bytes_and_failures_per_job() {
         format!("[ferry] DIGEST {today}: 1 file, 12 bytes, 1 failure")
     );
     assert!(digest.contains("acme-837-out"), "{digest}");
+    // A copy of the audit trail's head leaves the machine with the digest.
+    let head = engine
+        .engine
+        .ledger
+        .lock()
+        .unwrap()
+        .audit_head()
+        .unwrap()
+        .unwrap();
+    assert!(digest.contains(&head.hash), "the audit head in: {digest}");
 
     // A reload that adds a job: the next digest lists it too.
     let cfg = s.config();

@@ -237,7 +237,15 @@ fn readme_documents_exactly_the_configuration_keys_the_code_accepts() {
         }
     }
     // Sections of the YAML that are mappings rather than keys with a value.
-    for section in ["log", "defaults", "retry", "servers", "mail", "smtp"] {
+    for section in [
+        "log",
+        "defaults",
+        "retry",
+        "servers",
+        "mail",
+        "smtp",
+        "retention",
+    ] {
         documented.insert(section.to_string());
     }
     let undocumented: Vec<_> = code.difference(&documented).collect();

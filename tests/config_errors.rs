@@ -413,7 +413,7 @@ fn every_error_of_every_file_is_reported_in_one_run() {
         ("ferry.yaml", &agent("    timeout: 5\n")),
         (
             "jobs/a.yaml",
-            &job("schedule: \"0 99 * * *\"\nstable_for: 1y\n"),
+            &job("schedule: \"0 99 * * *\"\nstable_for: 1w\n"),
         ),
         (
             "jobs/b.yaml",
@@ -426,7 +426,7 @@ fn every_error_of_every_file_is_reported_in_one_run() {
     for expected in [
         "ferry.yaml:6:14: invalid duration '5'",
         "jobs/a.yaml:5:11: job 'a': invalid cron schedule",
-        "jobs/a.yaml:6:13: invalid duration '1y'",
+        "jobs/a.yaml:6:13: invalid duration '1w'",
         "jobs/b.yaml:5:8: expected true or false",
     ] {
         assert!(err.contains(expected), "missing '{expected}' in:\n{err}");

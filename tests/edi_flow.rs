@@ -209,6 +209,26 @@ async fn a_duplicate_control_number_is_refused_across_restarts_until_resend() {
         said.as_ref().unwrap().contains("repeats control numbers"),
         "{said:?}"
     );
+    // The decision is in the audit trail, with who made it.
+    let trail = engine
+        .ledger
+        .lock()
+        .unwrap()
+        .audit_entries(&ferry::ledger::AuditQuery {
+            since: None,
+            until: None,
+            job: Some("out"),
+        })
+        .unwrap();
+    let kinds: Vec<(&str, &str)> = trail
+        .iter()
+        .map(|e| (e.kind.as_str(), e.actor.as_str()))
+        .collect();
+    assert!(kinds.contains(&("edi_duplicate", "ferry")), "{kinds:?}");
+    assert!(
+        kinds.contains(&("edi_duplicate_override", "tester")),
+        "{kinds:?}"
+    );
     let r = run(&engine, &cfg, "out").await;
     assert_eq!(status_of(&r, "same-isa13.837"), FileStatus::Delivered);
     assert!(matches!(
@@ -647,4 +667,46 @@ async fn acks_are_read_before_a_downstream_system_takes_the_placed_file() {
         .interchanges(Some("out"))
         .unwrap()[0];
     assert_eq!(ic.groups[0].ack_status.as_deref(), Some("accepted"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_retention_keeps_duplicate_control_and_the_audit_chain_intact() {
+    let (srv, s) = setup("", false).await;
+    // Archive (not keep): retention may prune this job's finished file records.
+    let job = push_job("").replace("after_push: keep\n", "after_push: archive\n");
+    s.job("out", &job);
+    s.drop_file(
+        "outbox/first.837",
+        &x12::p837(101, 101, &["PCN0001"]).render(PLAIN),
+    );
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    s.drop_file(
+        "outbox/again.837",
+        &x12::p837(101, 201, &["PCN0002"]).render(PLAIN),
+    );
+    assert!(matches!(
+        status_of(&run(&engine, &cfg, "out").await, "again.837"),
+        FileStatus::Duplicate { .. }
+    ));
+    let future = ferry::ledger::rfc3339(Utc::now() + Duration::days(1));
+    let pruned = engine
+        .ledger
+        .lock()
+        .unwrap()
+        .prune_before(&future, "ferry", &[])
+        .unwrap();
+    assert!(pruned.files >= 1, "{pruned:?}");
+    // The file record is gone; its interchange still blocks a repeat.
+    let r = run(&engine, &cfg, "out").await;
+    assert!(
+        matches!(status_of(&r, "again.837"), FileStatus::Duplicate { .. }),
+        "{r:?}"
+    );
+    assert_eq!(inbound(&srv), vec!["first.837"]);
+    let verdict = engine.ledger.lock().unwrap().verify_audit().unwrap();
+    assert!(
+        matches!(verdict, ferry::ledger::Verdict::Intact { .. }),
+        "{verdict:?}"
+    );
 }

@@ -28,7 +28,7 @@ fn ledger_is_created_0600_inside_a_0700_state_folder() {
 
 #[test]
 fn ledger_runs_in_wal_mode_with_foreign_keys_enforced() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = support::private_dir();
     drop(Ledger::open(tmp.path()).unwrap());
     let conn = rusqlite::Connection::open(tmp.path().join("ferry.db")).unwrap();
     let mode: String = conn
@@ -56,7 +56,7 @@ fn ledger_runs_in_wal_mode_with_foreign_keys_enforced() {
 #[test]
 fn migrations_apply_from_empty_and_from_every_earlier_version() {
     for start in 0..=SCHEMA_VERSION {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = support::private_dir();
         let old = Ledger::open_at_version(tmp.path(), start).unwrap();
         assert_eq!(old.schema_version().unwrap(), start);
         if start >= 1 {
@@ -88,7 +88,7 @@ fn migrations_apply_from_empty_and_from_every_earlier_version() {
 
 #[test]
 fn ledger_from_a_newer_ferry_is_refused_not_downgraded() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = support::private_dir();
     drop(Ledger::open(tmp.path()).unwrap());
     let conn = rusqlite::Connection::open(tmp.path().join("ferry.db")).unwrap();
     conn.pragma_update(None, "user_version", SCHEMA_VERSION + 7)

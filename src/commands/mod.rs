@@ -2,6 +2,7 @@
 //! `main` turns those into exit codes.
 
 mod acks;
+mod audit;
 mod check;
 mod once;
 mod operator;
@@ -16,7 +17,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AuditCommand, Cli, Command};
 use crate::config::{self, Config};
 use crate::ledger::{HistoryQuery, StateLock};
 
@@ -27,6 +28,8 @@ pub enum Outcome {
     Success,
     /// Exit 1: at least one file failed to transfer.
     FilesFailed,
+    /// Exit 1: `ferry audit verify` found the trail broken.
+    AuditBroken,
 }
 
 /// Bad usage that clap cannot see (an unknown job name, a command not built
@@ -101,6 +104,27 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             };
             report::history(&cfg, &q, json, out)
         }
+        Command::Audit { command } => {
+            let cfg = load(&path)?;
+            match command {
+                AuditCommand::Verify { head, json } => {
+                    audit::verify(&cfg, head.as_deref(), json, out)
+                }
+                AuditCommand::Export {
+                    since,
+                    until,
+                    job,
+                    format,
+                } => audit::export(
+                    &cfg,
+                    since.as_deref(),
+                    until.as_deref(),
+                    job.as_deref(),
+                    &format,
+                    out,
+                ),
+            }
+        }
     }
 }
 
@@ -108,6 +132,9 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let cfg = config::load(path)?;
     crate::logging::init(&cfg.log);
+    for n in &cfg.notices {
+        tracing::warn!("{n}");
+    }
     Ok(cfg)
 }
 

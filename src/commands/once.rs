@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::{Outcome, write_all};
 use crate::alert::Alerter;
 use crate::config::Config;
-use crate::ledger::{Ledger, Verified};
+use crate::ledger::Verified;
 use crate::transfer::{Engine, FileStatus, RunOptions, RunReport, Trigger};
 
 pub fn once(
@@ -20,7 +20,7 @@ pub fn once(
     force: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
-    let ledger = Ledger::open(&cfg.state_dir)?;
+    let ledger = crate::audit::open_ledger(cfg, &crate::transfer::operator::os_user())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -30,7 +30,7 @@ fn decide(
     decision: Decision,
     out: &mut dyn Write,
 ) -> anyhow::Result<Outcome> {
-    let Some(ledger) = Ledger::open_existing(&cfg.state_dir)? else {
+    let Some(mut ledger) = Ledger::open_existing(&cfg.state_dir)? else {
         return Err(UsageError(format!(
             "no ledger in {} yet: job '{job}' has no held file '{file}'",
             super::shown(&cfg.state_dir)
@@ -39,6 +39,8 @@ fn decide(
     };
     let job = &cfg.jobs[job];
     let user = operator::os_user();
+    ledger.set_servers(crate::audit::partners(cfg));
+    crate::audit::config_loaded(&ledger, cfg, &user)?;
     match operator::decide(&cfg.state_dir, &ledger, job, file, decision, &user)? {
         Ok(text) => {
             write_all(out, &format!("{text}\n"))?;

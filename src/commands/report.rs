@@ -178,6 +178,11 @@ fn next_without_schedule(cfg: &Config, job: &str) -> String {
 /// `--since`: a duration back from now (`2h`, `1d`) or a date (`2026-11-24`,
 /// local midnight UTC) or an RFC 3339 instant.
 pub fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+    parse_when("--since", s)
+}
+
+/// A time given on the command line: a duration ago, a date, or RFC 3339.
+pub fn parse_when(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
     if let Ok(d) = crate::config::parse_duration(s) {
         return Ok(Utc::now() - chrono::Duration::from_std(d)?);
     }
@@ -188,7 +193,7 @@ pub fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
     }
     Err(super::UsageError(format!(
-        "invalid --since '{s}', expected a duration (2h, 1d), a date (2026-11-24) or an RFC 3339 time"
+        "invalid {flag} '{s}', expected a duration (2h, 1d), a date (2026-11-24) or an RFC 3339 time"
     ))
     .into())
 }

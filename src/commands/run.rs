@@ -20,7 +20,10 @@ use crate::ledger::Ledger;
 use crate::transfer::Engine;
 
 pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
-    let ledger = Ledger::open(&cfg.state_dir)?;
+    let user = crate::transfer::operator::os_user();
+    let ledger = crate::audit::open_ledger(&cfg, &user)?;
+    crate::audit::agent_event(&ledger, "agent_started", &user)?;
+    crate::audit::log_head(&ledger);
     let mut last_runs: HashMap<String, DateTime<Utc>> = HashMap::new();
     for name in cfg.jobs.keys() {
         ledger.abort_stale_runs(name)?;
@@ -44,6 +47,8 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
     let engine = Arc::new(engine);
     let has_work = engine_has_work(engine.clone());
     let claims_jobs = Arc::new(Mutex::new(claims_jobs(&cfg)));
+    let ledger = engine.ledger.clone();
+    let upkeep = rt.spawn(upkeep(cfg.clone(), ledger.clone()));
     rt.block_on(async move {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         spawn_signals(path.to_path_buf(), ctl_tx, claims_jobs.clone())?;
@@ -51,9 +56,16 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
         let runner = Arc::new(EngineRunner { engine, alerter });
         let agent = Agent::new(cfg, runner, Clock::system(), has_work);
         agent.run(ctl_rx, last_runs).await;
-        info!("ferry stopped");
         anyhow::Ok(())
     })?;
+    upkeep.abort();
+    if let Ok(l) = ledger.lock() {
+        if let Err(e) = crate::audit::agent_event(&l, "agent_stopped", &user) {
+            tracing::warn!("cannot record the agent's stop in the audit trail: {e:#}");
+        }
+        crate::audit::log_head(&l);
+    }
+    info!("ferry stopped");
     // Do not wait on idle blocking threads (folder watcher, file I/O) at exit.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(Outcome::Success)
@@ -85,6 +97,30 @@ fn spawn_deadline_checks(engine: Arc<Engine>, alerter: Arc<Alerter>, jobs: Arc<M
             }
         }
     });
+}
+
+/// Daily upkeep: retention (at start, then every 24 hours) and the audit
+/// trail's head in the log, so a copy of it lives outside the ledger.
+async fn upkeep(cfg: Config, ledger: Arc<std::sync::Mutex<Ledger>>) {
+    loop {
+        let cfg = cfg.clone();
+        let l = ledger.clone();
+        let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let l = l
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the ledger lock was poisoned"))?;
+            crate::audit::apply_retention(&cfg, &l, Utc::now())?;
+            crate::audit::log_head(&l);
+            Ok(())
+        })
+        .await;
+        match done {
+            Ok(Err(e)) => tracing::error!("retention failed: {e:#}"),
+            Err(e) => tracing::error!("retention task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+    }
 }
 
 fn spawn_signals(

@@ -36,7 +36,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
-    let doc: raw::AgentFile = parse_file(path, true, errors)?;
+    let (doc, digest): (raw::AgentFile, String) = parse_file(path, true, errors)?;
+    let mut sources = vec![(path.to_path_buf(), digest)];
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let mut cx = Cx {
         file: path,
@@ -89,6 +90,7 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         None => Some(Duration::from_secs(30)),
     };
 
+    let retention = cx.retention(doc.retention.as_ref());
     // A server that is declared but invalid was reported already; jobs that
     // use it must not add a misleading "unknown server".
     let declared: Vec<&str> = doc.servers.keys().map(String::as_str).collect();
@@ -98,7 +100,7 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         timezone: Tz::UTC,
         retry: RetryPolicy::default(),
     });
-    let (jobs, notices) = match &jobs_dir {
+    let loaded = match &jobs_dir {
         Some(jobs_dir) => load_jobs(
             jobs_dir,
             doc.jobs_dir.as_ref(),
@@ -108,8 +110,12 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
             &job_defaults,
             errors,
         ),
-        None => (BTreeMap::new(), Vec::new()),
+        None => (BTreeMap::new(), Vec::new(), Vec::new()),
     };
+    let (jobs, notices, job_sources) = loaded;
+    sources.extend(job_sources);
+    let mut notices = notices;
+    notices.extend(inline_password_notice(path, &doc));
     let mail = mail.map(|mut m| {
         m.timezone = job_defaults.timezone;
         m
@@ -126,8 +132,53 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         max_parallel_jobs: max_parallel_jobs?,
         shutdown_grace: shutdown_grace?,
         notices,
+        sources,
+        retention: retention?,
     })
 }
+
+/// A warning when `ferry.yaml` holds a password itself (not `${VAR}`, not
+/// `password_file`) and users other than its owner may read it.
+fn inline_password_notice(path: &Path, doc: &raw::AgentFile) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let inline = |p: &Option<At<String>>| {
+        p.as_ref()
+            .filter(|p| !p.value.contains("${"))
+            .map(|p| p.referenced.line())
+    };
+    let mut lines: Vec<u64> = doc
+        .servers
+        .values()
+        .filter_map(|s| inline(&s.password))
+        .collect();
+    if let Some(m) = &doc.mail {
+        lines.extend(inline(&m.smtp.password));
+    }
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    if lines.is_empty() || mode & 0o044 == 0 {
+        return None;
+    }
+    lines.sort_unstable();
+    Some(format!(
+        "{}: holds a password inline (line{} {}) and is readable by {} (mode {mode:04o}): run `chmod 600 {}`, or use password_file or ${{VAR}}",
+        path.display(),
+        if lines.len() == 1 { "" } else { "s" },
+        lines
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        match (mode & 0o040 != 0, mode & 0o004 != 0) {
+            (true, true) => "its group and all users",
+            (true, false) => "its group",
+            _ => "all users",
+        },
+        path.display()
+    ))
+}
+
+/// The jobs, the notices about the folder, and each job file's SHA-256.
+type LoadedJobs = (BTreeMap<String, Job>, Vec<String>, Vec<(PathBuf, String)>);
 
 fn load_jobs(
     jobs_dir: &Path,
@@ -137,8 +188,9 @@ fn load_jobs(
     declared: &[&str],
     defaults: &Defaults,
     errors: &mut Vec<ConfigError>,
-) -> (BTreeMap<String, Job>, Vec<String>) {
+) -> LoadedJobs {
     let mut notices = Vec::new();
+    let mut sources = Vec::new();
     let mut jobs = BTreeMap::new();
     let entries = match std::fs::read_dir(jobs_dir) {
         Ok(e) => e,
@@ -155,7 +207,7 @@ fn load_jobs(
                     jobs_dir.display()
                 ),
             ));
-            return (jobs, notices);
+            return (jobs, notices, sources);
         }
     };
     let all: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -203,9 +255,10 @@ fn load_jobs(
             ));
             continue;
         }
-        let Some(doc) = parse_file::<raw::JobFile>(&file, false, errors) else {
+        let Some((doc, digest)) = parse_file::<raw::JobFile>(&file, false, errors) else {
             continue;
         };
+        sources.push((file.clone(), digest));
         let dir = file.parent().unwrap_or(Path::new("")).to_path_buf();
         let mut cx = Cx {
             file: &file,
@@ -244,7 +297,7 @@ fn load_jobs(
                 .collect();
         }
     }
-    (jobs, notices)
+    (jobs, notices, sources)
 }
 
 /// Job names are file stems, used in paths and commands.
@@ -260,7 +313,7 @@ fn parse_file<T: DeserializeOwned>(
     file: &Path,
     empty_ok: bool,
     errors: &mut Vec<ConfigError>,
-) -> Option<T> {
+) -> Option<(T, String)> {
     // One byte past the limit is enough to know it is too large.
     let bytes = match std::fs::File::open(file).and_then(|f| {
         let mut b = Vec::new();
@@ -339,7 +392,10 @@ fn parse_file<T: DeserializeOwned>(
         duplicate_keys: DuplicateKeyPolicy::Error,
     };
     match serde_saphyr::from_str_with_options::<T>(text, options) {
-        Ok(v) => Some(v),
+        Ok(v) => Some((
+            v,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        )),
         Err(e) => {
             errors.push(from_yaml(file, &e));
             None
@@ -395,6 +451,48 @@ impl Cx<'_> {
     fn path(&mut self, v: &At<String>) -> Option<PathBuf> {
         let s = self.non_empty(v, "path")?;
         Some(normalize(&self.dir.join(s)))
+    }
+
+    fn retention(&mut self, r: Option<&raw::Retention>) -> Option<Retention> {
+        let Some(r) = r else {
+            return Some(Retention::default());
+        };
+        // The ledger remembers what was delivered; a short retention would
+        // let a kept file be taken for new.
+        let ledger = self.at_least(
+            r.ledger.as_ref(),
+            Duration::from_secs(30 * 86_400),
+            "retention.ledger",
+        )?;
+        let archive = self.at_least(
+            r.archive.as_ref(),
+            Duration::from_secs(86_400),
+            "retention.archive",
+        )?;
+        Some(Retention { ledger, archive })
+    }
+
+    /// An optional duration no shorter than `min`.
+    fn at_least(
+        &mut self,
+        v: Option<&At<String>>,
+        min: Duration,
+        key: &str,
+    ) -> Option<Option<Duration>> {
+        let Some(v) = v else { return Some(None) };
+        let d = self.duration(v)?;
+        if d < min {
+            self.err(
+                &v.referenced,
+                format!(
+                    "{key} is {}; it must be at least {}",
+                    format_duration(d),
+                    format_duration(min)
+                ),
+            );
+            return None;
+        }
+        Some(Some(d))
     }
 
     fn duration(&mut self, v: &At<String>) -> Option<Duration> {
@@ -504,8 +602,9 @@ impl Cx<'_> {
                         })
                     });
                 match read {
-                    Ok(s) => {
-                        let s = s.strip_suffix('\n').unwrap_or(&s);
+                    Ok(read) => {
+                        let read = zeroize::Zeroizing::new(read);
+                        let s = read.strip_suffix('\n').unwrap_or(&read);
                         let s = s.strip_suffix('\r').unwrap_or(s);
                         Ok(Some(Secret::new(s.to_string())))
                     }

@@ -23,6 +23,14 @@ pub struct AgentFile {
     pub mail: Option<Mail>,
     pub max_parallel_jobs: Option<At<u32>>,
     pub shutdown_grace: Option<At<String>>,
+    pub retention: Option<Retention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub ledger: Option<At<String>>,
+    pub archive: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize)]

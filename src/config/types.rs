@@ -34,6 +34,19 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Things `check` warns about that do not stop a run (a `jobs/x.yml`).
     pub notices: Vec<String>,
+    /// Every file this was loaded from, with the SHA-256 of the bytes read
+    /// (`ferry.yaml` first), for the audit trail.
+    pub sources: Vec<(PathBuf, String)>,
+    pub retention: Retention,
+}
+
+/// How long records are kept; `None`: for ever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished files, their events, runs, resolved alerts and audit rows.
+    pub ledger: Option<Duration>,
+    /// Archived outbound files (`state_dir/archive/<job>/<date>/`).
+    pub archive: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,11 +84,13 @@ impl Default for RetryPolicy {
 /// A secret read from the environment or a file. It prints as `***` in
 /// every `Debug` and `Display`, so it cannot leak through logs by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A password: never printed (Debug and Display show `***`) and zeroed in
+/// memory when dropped.
+pub struct Secret(zeroize::Zeroizing<String>);
 
 impl Secret {
     pub fn new(s: String) -> Self {
-        Secret(s)
+        Secret(zeroize::Zeroizing::new(s))
     }
     /// The one way to read the secret: call sites are easy to audit.
     pub fn expose(&self) -> &str {
@@ -376,7 +391,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let expected = "expected a number and a unit: 500ms, 30s, 10m, 2h or 1d";
+    let expected = "expected a number and a unit: 500ms, 30s, 10m, 2h, 1d or 6y";
     if num.is_empty() {
         return Err(format!("invalid duration '{s}': {expected}"));
     }
@@ -389,6 +404,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
+        "y" => 365 * 86_400_000,
         "" => return Err(format!("invalid duration '{s}': missing unit; {expected}")),
         _ => {
             return Err(format!(

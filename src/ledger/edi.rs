@@ -180,12 +180,13 @@ impl Ledger {
         since: DateTime<Utc>,
     ) -> anyhow::Result<Option<String>> {
         // On its way: any state but failed (a held file may have reached the partner).
+        // (A file record retention pruned was finished: only sent_at counts then.)
         let live = "(i.sent_at >= ?2 OR (i.sent_at IS NULL AND f.state NOT IN ('failed', 'done')))";
         let hit: Option<Option<String>> = self
             .conn
             .query_row(
                 &format!(
-                    "SELECT i.sent_at FROM edi_interchanges i JOIN files f ON f.id = i.file_id
+                    "SELECT i.sent_at FROM edi_interchanges i LEFT JOIN files f ON f.id = i.file_id
                      WHERE i.server = ?1 AND {live} AND i.isa06 = ?3 AND i.isa08 = ?4 AND i.isa13 = ?5
                      ORDER BY i.id DESC LIMIT 1"
                 ),
@@ -209,7 +210,7 @@ impl Ledger {
                     &format!(
                         "SELECT i.sent_at FROM edi_groups g
                          JOIN edi_interchanges i ON i.id = g.interchange_id
-                         JOIN files f ON f.id = i.file_id
+                         LEFT JOIN files f ON f.id = i.file_id
                          WHERE i.server = ?1 AND {live} AND g.gs01 = ?3 AND g.gs02 = ?4
                            AND g.gs03 = ?5 AND g.gs06 = ?6
                          ORDER BY i.id DESC LIMIT 1"
@@ -289,18 +290,25 @@ impl Ledger {
                 return Ok(());
             }
         }
-        self.conn.execute(
+        // The block, its event and its audit row commit together.
+        let tx = self.write_tx()?;
+        let t = now();
+        tx.execute(
             "INSERT INTO edi_blocked (job, file, sha256, kind, reason, at, moved_to)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![job, file, sha256, kind, reason, now(), moved_to],
+            params![job, file, sha256, kind, reason, t, moved_to],
         )?;
-        self.event(
+        self.event_in(
+            &tx,
+            &t,
             job,
             None,
             None,
             &format!("edi_{kind}"),
-            Some(&format!("{file}: {reason}")),
+            Some(&format!("{file} (sha256 {sha256}): {reason}")),
+            None,
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -327,13 +335,33 @@ impl Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// `ferry resend JOB FILE` on a duplicate-blocked file: the next run sends it.
-    pub fn override_duplicate(&self, id: i64, job: &str, by: &str) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE edi_blocked SET override_by = ?2, override_at = ?3 WHERE id = ?1",
-            params![id, by, now()],
+    /// `ferry resend JOB FILE` on a duplicate-blocked file: the next run
+    /// sends it. Recorded with the operator's OS user (and in the audit trail).
+    pub fn override_duplicate(&self, id: i64, job: &str, user: &str) -> anyhow::Result<()> {
+        let tx = self.write_tx()?;
+        let t = now();
+        let (file, sha): (String, String) = tx.query_row(
+            "SELECT file, sha256 FROM edi_blocked WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        self.event(job, None, None, "edi_duplicate_override", Some(by))?;
+        tx.execute(
+            "UPDATE edi_blocked SET override_by = ?2, override_at = ?3 WHERE id = ?1",
+            params![id, format!("by {user}"), t],
+        )?;
+        self.event_in(
+            &tx,
+            &t,
+            job,
+            None,
+            None,
+            "edi_duplicate_override",
+            Some(&format!(
+                "{file} (sha256 {sha}): send although it repeats control numbers"
+            )),
+            Some(user),
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -1,11 +1,15 @@
 //! The SQLite ledger: every record of runs, files and events. All SQL lives
 //! in this module; the rest of ferry speaks in the types below.
 
+mod audit;
 mod edi;
 mod journey;
 mod lock;
 mod schema;
 
+pub use audit::{
+    AuditEntry, AuditQuery, AuditRecord, ChainHead, FERRY, GENESIS, Pruned, Verdict, row_hash,
+};
 pub use lock::{StateInUse, StateLock};
 
 use std::fmt;
@@ -16,11 +20,60 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
+use serde_json::Map;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
+
+/// Refuses a state folder or ledger that others may read: they hold claim
+/// files and the record of every transfer.
+pub fn check_private(state_dir: &Path, db: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir_mode = std::fs::metadata(state_dir)
+        .with_context(|| format!("cannot read state folder {}", state_dir.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if dir_mode & 0o077 != 0 {
+        bail!(
+            "the state folder {} is open to other users (mode {dir_mode:04o}); it holds the ledger and archived claim files and must be 0700: run `chmod 700 {}`",
+            state_dir.display(),
+            state_dir.display()
+        );
+    }
+    for f in [db.to_path_buf(), db.with_extension("db-wal")] {
+        let Ok(meta) = std::fs::metadata(&f) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "the ledger {} is open to other users (mode {mode:04o}); it must be 0600: run `chmod 600 {}`",
+                f.display(),
+                f.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `state_dir/ferry.db`, created empty with mode 0600 if it is not there:
+/// ferry creates it itself so it is private from the first byte (SQLite
+/// gives its -wal and -shm files the same mode).
+fn create_db(state_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = state_dir.join("ferry.db");
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create ledger {}", path.display()))?;
+    }
+    Ok(path)
+}
 
 /// Creates the state folder (mode 0700) if it does not exist yet.
 pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
@@ -98,6 +151,9 @@ pub struct Step<'a> {
     pub event: Option<&'a str>,
     /// The event's detail when it is not the error.
     pub note: Option<&'a str>,
+    /// Who decided this step, for the audit trail: an operator's OS user
+    /// (`ferry confirm`, `ferry resend`); ferry itself when `None`.
+    pub actor: Option<&'a str>,
 }
 
 impl Default for Step<'_> {
@@ -113,6 +169,7 @@ impl Default for Step<'_> {
             sha256: None,
             event: None,
             note: None,
+            actor: None,
         }
     }
 }
@@ -263,6 +320,9 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// Job name to its partner (`name host:port`), so the audit trail says
+    /// to whom each file went; set from the configuration.
+    servers: std::collections::HashMap<String, String>,
 }
 
 impl fmt::Debug for Ledger {
@@ -275,23 +335,59 @@ impl Ledger {
     /// Opens (creating if needed) `state_dir/ferry.db` and brings its schema up to date.
     pub fn open(state_dir: &Path) -> anyhow::Result<Ledger> {
         ensure_state_dir(state_dir)?;
-        let path = state_dir.join("ferry.db");
-        if !path.exists() {
-            // Create it ourselves so it is 0600 from the first byte; SQLite gives
-            // its -wal and -shm files the same mode.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("cannot create ledger {}", path.display()))?;
-        }
+        let path = create_db(state_dir)?;
+        check_private(state_dir, &path)?;
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
-        let mut ledger = Ledger { conn, path };
+        let mut ledger = Ledger {
+            conn,
+            path,
+            servers: Default::default(),
+        };
         ledger.configure()?;
         ledger.migrate(SCHEMA_VERSION)?;
+        ledger.start_trail()?;
         Ok(ledger)
+    }
+
+    /// The first row of a new trail says so, and what the ledger held
+    /// before it (a ledger from before the audit trail has history the
+    /// chain does not cover).
+    fn start_trail(&self) -> anyhow::Result<()> {
+        let tx = self.write_tx()?;
+        let rows: i64 = tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+        let issued: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if rows == 0 && issued.is_none() {
+            let files: i64 = tx.query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0))?;
+            let mut rec = AuditRecord::new("trail_started");
+            rec.detail
+                .insert("schema_version".into(), SCHEMA_VERSION.into());
+            rec.detail
+                .insert("files_already_recorded".into(), files.into());
+            audit::append(&tx, &rec, &now())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A write transaction that takes the write lock at once: the audit
+    /// trail reads its head and appends after it, and two processes
+    /// (`ferry run` and an operator's `ferry confirm`) must not both extend
+    /// the same head.
+    fn write_tx(&self) -> anyhow::Result<Transaction<'_>> {
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .context("starting a ledger transaction")
+    }
+
+    /// Tells the ledger each job's partner, for the audit trail.
+    pub fn set_servers(&mut self, servers: std::collections::HashMap<String, String>) {
+        self.servers = servers;
     }
 
     /// Opens a ledger that must already exist, for read-only commands: `status`
@@ -373,9 +469,13 @@ impl Ledger {
     #[doc(hidden)]
     pub fn open_at_version(state_dir: &Path, version: u32) -> anyhow::Result<Ledger> {
         ensure_state_dir(state_dir)?;
-        let path = state_dir.join("ferry.db");
+        let path = create_db(state_dir)?;
         let conn = Connection::open(&path)?;
-        let mut ledger = Ledger { conn, path };
+        let mut ledger = Ledger {
+            conn,
+            path,
+            servers: Default::default(),
+        };
         ledger.configure()?;
         ledger.migrate(version)?;
         Ok(ledger)
@@ -419,7 +519,8 @@ impl Ledger {
     /// Records a newly seen file in state `seen`; returns its id.
     pub fn insert_file(&self, f: &NewFile<'_>) -> anyhow::Result<i64> {
         let t = now();
-        self.conn.execute(
+        let tx = self.write_tx()?;
+        tx.execute(
             "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
                                 state, run_id, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'seen', ?9, ?10, ?10)",
@@ -436,8 +537,9 @@ impl Ledger {
                 t
             ],
         )?;
-        let id = self.conn.last_insert_rowid();
-        self.event(f.job, f.run_id, Some(id), "seen", None)?;
+        let id = tx.last_insert_rowid();
+        self.event_in(&tx, &t, f.job, f.run_id, Some(id), "seen", None, None)?;
+        tx.commit()?;
         Ok(id)
     }
 
@@ -470,8 +572,8 @@ impl Ledger {
             state,
             FileState::Done | FileState::Failed | FileState::Verified | FileState::Held
         );
-        // The state and its event commit together: one fsync per step, not two.
-        let tx = self.conn.unchecked_transaction()?;
+        // The state, its event and its audit row commit together: one fsync per step.
+        let tx = self.write_tx()?;
         let from: String = tx
             .query_row("SELECT state FROM files WHERE id = ?1", [file_id], |r| {
                 r.get(0)
@@ -527,11 +629,25 @@ impl Ledger {
             ],
         )?;
         let detail = step.note.or(step.error);
+        let kind = step.event.unwrap_or(state.as_str());
         // The event takes the job from the row itself: one statement, no read back.
         tx.execute(
             "INSERT INTO events (at, job, run_id, file_id, kind, detail)
              SELECT ?2, job, NULL, id, ?3, ?4 FROM files WHERE id = ?1",
-            params![file_id, t, step.event.unwrap_or(state.as_str()), detail],
+            params![file_id, t, kind, detail],
+        )?;
+        let mut extra = Map::new();
+        if let Some(d) = detail {
+            extra.insert("note".into(), d.into());
+        }
+        audit::file_record(
+            &tx,
+            file_id,
+            kind,
+            step.actor.unwrap_or(FERRY),
+            &self.servers,
+            extra,
+            |rec| audit::append(&tx, rec, &t),
         )?;
         if state == FileState::Verified {
             // A push file delivered: its interchange counts as sent (duplicate control, acks).
@@ -575,11 +691,47 @@ impl Ledger {
         kind: &str,
         detail: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.conn.execute(
-            "INSERT INTO events (at, job, run_id, file_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now(), job, run_id, file_id, kind, detail],
-        )?;
+        let tx = self.write_tx()?;
+        self.event_in(&tx, &now(), job, run_id, file_id, kind, detail, None)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// An event and its audit row, inside `tx`.
+    #[allow(clippy::too_many_arguments)]
+    fn event_in(
+        &self,
+        tx: &Connection,
+        at: &str,
+        job: &str,
+        run_id: Option<i64>,
+        file_id: Option<i64>,
+        kind: &str,
+        detail: Option<&str>,
+        actor: Option<&str>,
+    ) -> anyhow::Result<()> {
+        tx.execute(
+            "INSERT INTO events (at, job, run_id, file_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![at, job, run_id, file_id, kind, detail],
+        )?;
+        let mut extra = Map::new();
+        if let Some(d) = detail {
+            extra.insert("note".into(), d.into());
+        }
+        let actor = actor.unwrap_or(FERRY);
+        match file_id {
+            Some(id) => audit::file_record(tx, id, kind, actor, &self.servers, extra, |rec| {
+                audit::append(tx, rec, at)
+            }),
+            None => {
+                let mut rec = AuditRecord::new(kind);
+                rec.job = Some(job);
+                rec.server = self.servers.get(job).map(String::as_str);
+                rec.actor = actor;
+                rec.detail = extra;
+                audit::append(tx, &rec, at)
+            }
+        }
     }
 
     /// How many events of `kind` a file has.

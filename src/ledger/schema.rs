@@ -134,7 +134,27 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (server, quirk)
     );
     "#,
-    // 4: claims awareness (issue 14). The envelope of every interchange a
+    // 4: the audit trail, a hash chain (see `ledger::audit`). AUTOINCREMENT
+    // so SQLite remembers the highest row ever written: deleting the newest
+    // rows leaves a trace. `file_id` is no reference: retention prunes files.
+    r#"
+    CREATE TABLE audit (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at            TEXT NOT NULL,             -- RFC 3339 UTC
+        kind          TEXT NOT NULL,
+        job           TEXT,
+        server        TEXT,                      -- the job's partner: name host:port
+        file_id       INTEGER,
+        file          TEXT,
+        actor         TEXT NOT NULL,             -- ferry, or the OS user of an operator command
+        detail        TEXT NOT NULL,             -- a JSON object
+        prev          TEXT NOT NULL,             -- the previous row's hash
+        hash          TEXT NOT NULL              -- SHA-256 of prev and this row's content
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX audit_by_hash ON audit (hash);
+    "#,
+    // 5: claims awareness (issue 14). The envelope of every interchange a
     // push job with `edi:` sends (control numbers, counts, SHA-256 of each
     // CLM01, never claim data), the acknowledgement status of each
     // interchange, group, set and claim (codes only), every acknowledgement
@@ -145,7 +165,7 @@ pub const MIGRATIONS: &[&str] = &[
         id            INTEGER PRIMARY KEY,
         job           TEXT NOT NULL,
         server        TEXT NOT NULL,             -- the partner: duplicates are per server
-        file_id       INTEGER NOT NULL REFERENCES files (id),
+        file_id       INTEGER NOT NULL,          -- no reference: retention prunes files
         file          TEXT NOT NULL,
         sha256        TEXT NOT NULL,
         isa05 TEXT NOT NULL, isa06 TEXT NOT NULL, isa07 TEXT NOT NULL, isa08 TEXT NOT NULL,
@@ -203,7 +223,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE edi_acks (
         id            INTEGER PRIMARY KEY,
         job           TEXT NOT NULL,             -- the pull job that read it
-        file_id       INTEGER NOT NULL REFERENCES files (id),
+        file_id       INTEGER NOT NULL,          -- no reference: retention prunes files
         file          TEXT NOT NULL,
         kind          TEXT NOT NULL,             -- TA1 | 999 | 277CA | 835 | other
         received_at   TEXT NOT NULL,

@@ -49,6 +49,9 @@ pub struct Engine {
     open_sessions: Mutex<HashMap<String, usize>>,
     /// The newest certificate expiry seen per server, for the run report.
     cert_expiry: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// The certificate fingerprint last recorded per server in the audit
+    /// trail, so only a first sighting or a change is written.
+    cert_seen: Mutex<HashMap<String, String>>,
 }
 
 /// Why a run was started, as the ledger records it.
@@ -320,6 +323,7 @@ impl Engine {
             connector: Arc::new(|server| Box::pin(transport::connect(server))),
             open_sessions: Mutex::new(HashMap::new()),
             cert_expiry: Mutex::new(HashMap::new()),
+            cert_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -660,6 +664,35 @@ impl Engine {
         drop(counted);
     }
 
+    /// Writes the server's certificate to the audit trail when it is new
+    /// or changed; a change is also a warning in the log.
+    fn note_certificate(&self, job: &Job, s: &dyn Remote) {
+        let Some(fp) = s.certificate_fingerprint() else {
+            return;
+        };
+        let server = job.server.name.clone();
+        if let Ok(seen) = self.cert_seen.lock()
+            && seen.get(&server) == Some(&fp)
+        {
+            return;
+        }
+        let label = crate::audit::server_label(&job.server);
+        let not_after = s.certificate_expiry().map(crate::ledger::rfc3339);
+        match self.ledger(|l| l.audit_certificate(&server, &label, &fp, not_after.as_deref())) {
+            Ok(kind) => {
+                if kind == Some("certificate_changed") {
+                    warn!(server = %job.server.name, fingerprint = %fp, "the server presents a different certificate than before (recorded in the audit trail)");
+                }
+                if let Ok(mut seen) = self.cert_seen.lock() {
+                    seen.insert(server, fp);
+                }
+            }
+            Err(e) => {
+                warn!(server = %job.server.name, "cannot record the server certificate in the audit trail: {e:#}")
+            }
+        }
+    }
+
     /// Opens a session, retrying transient failures with backoff. A login
     /// refused (or a `421`) while another session of ours to this server is
     /// open is the server's session limit, not a wrong password.
@@ -675,6 +708,7 @@ impl Engine {
                     {
                         m.insert(job.server.name.clone(), exp);
                     }
+                    self.note_certificate(job, s.as_ref());
                     return Ok(s);
                 }
                 Err(e) => {

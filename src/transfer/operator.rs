@@ -51,7 +51,7 @@ pub fn decide(
             && let Some((id, _)) = ledger.duplicate_block(&job.name, file)?
         {
             // A file the gate held back for repeating control numbers.
-            ledger.override_duplicate(id, &job.name, &format!("by {user}"))?;
+            ledger.override_duplicate(id, &job.name, user)?;
             return Ok(Ok(format!(
                 "{file}: will be sent by the next run of {} although it repeats control numbers already sent (recorded by {user})",
                 job.name
@@ -87,6 +87,7 @@ pub fn decide(
                     resend: Some(true),
                     event: Some("resend"),
                     note: Some(&by),
+                    actor: Some(user),
                     ..Step::default()
                 },
             )?;
@@ -102,6 +103,7 @@ pub fn decide(
                     state: FileState::Verified,
                     event: Some("confirmed"),
                     note: Some(&by),
+                    actor: Some(user),
                     ..Step::default()
                 },
             )?;
@@ -140,6 +142,7 @@ fn after_push(
         AfterPush::Keep => String::new(),
         AfterPush::Delete => {
             std::fs::remove_file(&path)?;
+            ledger.audit_file(row.id, "local_deleted", Default::default())?;
             "; deleted from the outbound folder".into()
         }
         AfterPush::Archive => {
@@ -150,6 +153,7 @@ fn after_push(
             let dir = state_dir.join("archive").join(&job.name).join(day);
             let archived = local::place_no_overwrite(&path, &dir, &row.name)?;
             ledger.set_local_path(row.id, &archived)?;
+            ledger.audit_file(row.id, "archived", Default::default())?;
             format!("; archived as {}", archived.display())
         }
     })

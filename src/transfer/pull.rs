@@ -429,7 +429,22 @@ impl Attempt<PullItem> for PullAttempt<'_> {
         };
         match after_pull(remote, job, item).await {
             Ok(done_note) => {
-                engine.ledger(|l| l.set_file_state(item.id, FileState::Done, None, None))?;
+                engine.ledger(|l| {
+                    if done_note.is_none() {
+                        match &after_action(job) {
+                            AfterPull::Keep => {}
+                            AfterPull::Delete => {
+                                l.audit_file(item.id, "remote_deleted", Default::default())?
+                            }
+                            AfterPull::Move(dir) => {
+                                let mut to = serde_json::Map::new();
+                                to.insert("moved_to".into(), remote_join(dir, &item.name).into());
+                                l.audit_file(item.id, "remote_moved", to)?
+                            }
+                        }
+                    }
+                    l.set_file_state(item.id, FileState::Done, None, None)
+                })?;
                 info!(job = %job.name, file = %item.name, bytes = item.size, verified = level.as_str(), "pulled");
                 outcome(FileStatus::Delivered, done_note.or(note))
             }
@@ -481,6 +496,13 @@ fn same_content(dir: &Path, name: &str, size: u64, sha: &str) -> Option<PathBuf>
     None
 }
 
+fn after_action(job: &Job) -> AfterPull {
+    match &job.flow {
+        Flow::Pull { after } => after.clone(),
+        Flow::Push { .. } => AfterPull::Keep,
+    }
+}
+
 /// Deletes or moves the remote file, as `after_pull` says, once the listing
 /// shows it is still the file that was downloaded. `Ok(Some(note))` when
 /// nothing was done and why.
@@ -489,10 +511,7 @@ async fn after_pull(
     job: &Job,
     item: &PullItem,
 ) -> Result<Option<String>, TransportError> {
-    let after = match &job.flow {
-        Flow::Pull { after } => after.clone(),
-        Flow::Push { .. } => AfterPull::Keep,
-    };
+    let after = after_action(job);
     if after == AfterPull::Keep {
         return Ok(None);
     }

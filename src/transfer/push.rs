@@ -985,8 +985,13 @@ async fn finish(
                 AfterPush::Keep => Ok(None),
             };
             match result {
-                Ok(Some(archived)) => engine.ledger(|l| l.set_local_path(item.id, &archived))?,
-                Ok(None) => {}
+                Ok(Some(archived)) => engine.ledger(|l| {
+                    l.set_local_path(item.id, &archived)?;
+                    l.audit_file(item.id, "archived", Default::default())
+                })?,
+                Ok(None) => {
+                    engine.ledger(|l| l.audit_file(item.id, "local_deleted", Default::default()))?
+                }
                 Err(e) => {
                     // Delivered all the same; the next run retries the after-action only.
                     done = false;

@@ -740,6 +740,11 @@ impl Remote for FtpsSession {
         chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
     }
 
+    fn certificate_fingerprint(&self) -> Option<String> {
+        let chain = self.tls.lock().ok()?.peer_chain.clone();
+        chain.first().map(|c| tls::fingerprint(c))
+    }
+
     async fn close(&mut self) {
         if let Some(mut ftp) = self.ftp.take() {
             let _ = tokio::time::timeout(self.server.timeout, ftp.quit()).await;

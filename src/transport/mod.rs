@@ -151,6 +151,11 @@ pub trait Remote: Send {
     fn certificate_expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         None
     }
+    /// The SHA-256 fingerprint (`AB:CD:...`) of the server's certificate, if
+    /// the session has one.
+    fn certificate_fingerprint(&self) -> Option<String> {
+        None
+    }
     /// Logs out; errors on the way out are not worth failing a run for.
     async fn close(&mut self);
 }

@@ -25,6 +25,15 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
 
+/// A temporary folder only its owner may enter (0700), as ferry requires
+/// of a state folder.
+pub fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    dir
+}
+
 impl Fixture {
     /// `ferry.yaml` and `jobs/a.yaml` from the valid base, with `files`
     /// written over them (paths relative to the folder).
