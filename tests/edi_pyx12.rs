@@ -322,6 +322,70 @@ fn end_to_end_pyx12_plays_the_clearinghouse_through_vsftpd() {
     let status = stdout(&ferry(root, &["status"]));
     assert!(status.contains("ACKS OVERDUE"), "{status}");
 
+    // The sender drops an interchange that repeats ISA13 201: refused (exit 1),
+    // left in outbound, shown by status; sent once an operator says so.
+    std::fs::write(
+        root.join("outbox/again.837"),
+        x12::p837(201, 299, &["PCN0009"]).render(PLAIN),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("outbox/again.837"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = ferry(root, &["once", "claims-out"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("DUPLICATE  again.837"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(root.join("outbox/again.837").exists());
+    let status: serde_json::Value =
+        serde_json::from_slice(&ferry(root, &["status", "--json"]).stdout).unwrap();
+    let job = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "claims-out")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            job["duplicates"].as_u64(),
+            job["waiting"].as_u64(),
+            job["acks_overdue"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{job}"
+    );
+    let said = ferry(root, &["resend", "claims-out", "again.837"]);
+    assert_eq!(said.status.code(), Some(0), "{}", stderr(&said));
+    assert!(
+        stdout(&said).contains("repeats control numbers"),
+        "{}",
+        stdout(&said)
+    );
+    let out = ferry(root, &["once", "claims-out"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(srv.root().join("inbound/again.837").exists());
+    let unknown = ferry(root, &["resend", "claims-out", "nothing.837"]);
+    assert_eq!(unknown.status.code(), Some(2));
+
     // The rejection is emailed as critical, with control numbers and codes only.
     let msgs = smtp.wait_for(1, Duration::from_secs(15));
     let m = msgs
