@@ -583,7 +583,7 @@ impl Builder {
         match id.as_str() {
             "ISA" => self.isa(e, at),
             "IEA" => {
-                self.close_group(at, "IEA");
+                self.close_group("IEA");
                 match self.interchange() {
                     Some(i) if i.iea.is_none() => {
                         i.iea = Some((el(e, 1).to_string(), el(e, 2).to_string()));
@@ -609,7 +609,7 @@ impl Builder {
                 }
             }
             "GS" => {
-                self.close_group(at, "GS");
+                self.close_group("GS");
                 let g = Group {
                     at,
                     gs01: el(e, 1).to_string(),
@@ -629,7 +629,7 @@ impl Builder {
                 }
             }
             "GE" => {
-                self.close_set(at, "GE");
+                self.close_set("GE");
                 match self.group() {
                     Some(g) => {
                         g.ge = Some((el(e, 1).to_string(), el(e, 2).to_string()));
@@ -640,7 +640,7 @@ impl Builder {
                 }
             }
             "ST" => {
-                self.close_set(at, "ST");
+                self.close_set("ST");
                 let s = Set {
                     at,
                     st01: el(e, 1).to_string(),
@@ -778,7 +778,7 @@ impl Builder {
     }
 
     fn isa(&mut self, e: &[String], at: At) {
-        self.close_group(at, "ISA");
+        self.close_group("ISA");
         if let Some(i) = self.env.interchanges.last()
             && i.iea.is_none()
         {
@@ -805,8 +805,8 @@ impl Builder {
     }
 
     /// A group still open when `what` arrives (or at the end) lacks its GE.
-    fn close_group(&mut self, at: At, what: &str) {
-        self.close_set(at, what);
+    fn close_group(&mut self, what: &str) {
+        self.close_set(what);
         if self.open_group {
             self.open_group = false;
             let gs = self
@@ -823,7 +823,7 @@ impl Builder {
         }
     }
 
-    fn close_set(&mut self, at: At, what: &str) {
+    fn close_set(&mut self, what: &str) {
         if self.open_set {
             self.open_set = false;
             let st = self
@@ -838,12 +838,11 @@ impl Builder {
                     format!("the transaction set starting here has no SE before {what}"),
                 );
             }
-            let _ = at;
         }
     }
 
     fn finish(&mut self) {
-        self.close_group(At::default(), "the end of the file");
+        self.close_group("the end of the file");
         let missing: Vec<At> = self
             .env
             .interchanges
