@@ -146,25 +146,30 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
             ]
         })
         .collect();
-    write_all(
-        out,
-        &render_table(
-            &[
-                "JOB",
-                "DIR",
-                "STATE",
-                "LAST RUN (UTC)",
-                "RESULT",
-                "NEXT RUN (UTC)",
-                "WAITING",
-                "FAILED",
-                "ACKS OVERDUE",
-            ],
-            &table,
-            0,
-            Some(4),
-        ),
-    )?;
+    let mut header = vec![
+        "JOB",
+        "DIR",
+        "STATE",
+        "LAST RUN (UTC)",
+        "RESULT",
+        "NEXT RUN (UTC)",
+        "WAITING",
+        "FAILED",
+        "ACKS OVERDUE",
+    ];
+    // The column only where some job awaits acknowledgements (the table is wide enough).
+    let mut table = table;
+    if !cfg
+        .jobs
+        .values()
+        .any(|j| j.edi.as_ref().is_some_and(|e| e.acks_for.is_empty()))
+    {
+        header.pop();
+        for row in &mut table {
+            row.pop();
+        }
+    }
+    write_all(out, &render_table(&header, &table, 0, Some(4)))?;
     Ok(Outcome::Success)
 }
 
