@@ -30,6 +30,11 @@ pub trait Runner: Send + Sync + 'static {
     /// A valid configuration was loaded by SIGHUP (jobs are the agent's
     /// business; this is for settings outside jobs, such as mail).
     fn reconfigure(&self, _cfg: &Config) {}
+
+    /// Once a minute between runs, at the agent's clock: acknowledgement
+    /// deadlines and `expect` windows that passed are reported even when no
+    /// job runs.
+    fn between_runs(&self, _jobs: &[Arc<Job>], _now: DateTime<Utc>) {}
 }
 
 /// The production runner: the transfer engine, whose reports go to the alerter.
@@ -69,6 +74,18 @@ impl Runner for EngineRunner {
             });
         if let Err(e) = recorded {
             tracing::warn!("cannot record the reloaded configuration in the audit trail: {e:#}");
+        }
+    }
+
+    fn between_runs(&self, jobs: &[Arc<Job>], now: DateTime<Utc>) {
+        for job in jobs
+            .iter()
+            .filter(|j| j.edi.as_ref().is_some_and(|e| e.acks_for.is_empty()) || j.expect.is_some())
+        {
+            let report = self.engine.check_deadlines(job, now);
+            if !report.edi.is_empty() {
+                self.alerter.after_deadlines(job, &report);
+            }
         }
     }
 }
@@ -192,8 +209,14 @@ impl Agent {
             max_parallel_jobs = self.cfg.max_parallel_jobs,
             "agent started"
         );
+        let mut deadlines = tokio::time::interval(Duration::from_secs(60));
+        deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
+                _ = deadlines.tick() => {
+                    let jobs: Vec<Arc<Job>> = self.slots.values().map(|s| s.job.clone()).collect();
+                    self.runner.between_runs(&jobs, self.clock.now());
+                }
                 Some((job, trigger)) = self.triggers_rx.recv() => self.trigger(&job, trigger),
                 Some(job) = self.done_rx.recv() => self.finished(&job),
                 msg = control.recv() => match msg {

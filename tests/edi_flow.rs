@@ -710,3 +710,51 @@ async fn ledger_retention_keeps_duplicate_control_and_the_audit_chain_intact() {
         "{verdict:?}"
     );
 }
+
+/// The agent between runs, on a paused tokio clock: nothing is overdue an
+/// hour after delivery, the TA1 is (once) past its 2 h deadline.
+#[test]
+fn the_agent_reports_an_overdue_ack_on_a_paused_clock() {
+    let real = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (srv, s) = real.block_on(setup(", acks: { ta1: 2h }", false));
+    s.drop_file(
+        "outbox/claims.837",
+        &x12::p837(101, 101, &["PCN0001"]).render(PLAIN),
+    );
+    let cfg = s.config();
+    real.block_on(async {
+        let engine = s.engine();
+        assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    });
+    // The server (and its runtime) stay up: the configuration names its CA file.
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    paused.block_on(async {
+        let engine = std::sync::Arc::new(s.engine());
+        let alerter = Alerter::start(None, engine.ledger.clone());
+        let runner = std::sync::Arc::new(ferry::agent::EngineRunner {
+            engine: engine.clone(),
+            alerter,
+        });
+        let never: ferry::watch::HasWork = std::sync::Arc::new(|_: &ferry::config::Job| false);
+        let agent =
+            ferry::agent::Agent::new(cfg.clone(), runner, ferry::agent::Clock::system(), never);
+        let (ctl, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+        let handle = tokio::spawn(agent.run(ctl_rx, Default::default()));
+        let overdue = || engine.ledger.lock().unwrap().overdue_open().unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        assert_eq!(overdue(), 0, "an hour after delivery nothing is due");
+        tokio::time::sleep(std::time::Duration::from_secs(3600 + 120)).await;
+        assert_eq!(overdue(), 1, "the TA1 is past its 2 h deadline");
+        ctl.send(ferry::agent::Control::Shutdown).unwrap();
+        handle.await.unwrap();
+    });
+    drop(srv);
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use tracing::info;
 use super::Outcome;
 use crate::agent::{Agent, Clock, Control, EngineRunner, engine_has_work};
 use crate::alert::Alerter;
-use crate::config::{self, Config, Job};
+use crate::config::{self, Config};
 use crate::ledger::Ledger;
 use crate::transfer::Engine;
 
@@ -46,13 +46,11 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
     });
     let engine = Arc::new(engine);
     let has_work = engine_has_work(engine.clone());
-    let claims_jobs = Arc::new(Mutex::new(claims_jobs(&cfg)));
     let ledger = engine.ledger.clone();
     let upkeep = rt.spawn(upkeep(cfg.clone(), ledger.clone()));
     rt.block_on(async move {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-        spawn_signals(path.to_path_buf(), ctl_tx, claims_jobs.clone())?;
-        spawn_deadline_checks(engine.clone(), alerter.clone(), claims_jobs);
+        spawn_signals(path.to_path_buf(), ctl_tx)?;
         let runner = Arc::new(EngineRunner { engine, alerter });
         let agent = Agent::new(cfg, runner, Clock::system(), has_work);
         agent.run(ctl_rx, last_runs).await;
@@ -69,34 +67,6 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
     // Do not wait on idle blocking threads (folder watcher, file I/O) at exit.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(Outcome::Success)
-}
-
-/// The jobs whose acknowledgement deadlines or `expect` windows are watched.
-fn claims_jobs(cfg: &Config) -> Vec<Job> {
-    cfg.jobs
-        .values()
-        .filter(|j| j.edi.as_ref().is_some_and(|e| e.acks_for.is_empty()) || j.expect.is_some())
-        .cloned()
-        .collect()
-}
-
-/// Between runs, once a minute: deadlines that passed and expected files
-/// that did not come are alerted even when no job runs (each once).
-fn spawn_deadline_checks(engine: Arc<Engine>, alerter: Arc<Alerter>, jobs: Arc<Mutex<Vec<Job>>>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let list = jobs.lock().map(|j| j.clone()).unwrap_or_default();
-            for job in &list {
-                let report = engine.check_deadlines(job, Utc::now());
-                if !report.edi.is_empty() {
-                    alerter.after_deadlines(job, &report);
-                }
-            }
-        }
-    });
 }
 
 /// Daily upkeep: retention (at start, then every 24 hours) and the audit
@@ -126,7 +96,6 @@ async fn upkeep(cfg: Config, ledger: Arc<std::sync::Mutex<Ledger>>) {
 fn spawn_signals(
     path: std::path::PathBuf,
     tx: mpsc::UnboundedSender<Control>,
-    claims: Arc<Mutex<Vec<Job>>>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -139,11 +108,7 @@ fn spawn_signals(
                 _ = int.recv() => if stopping { Control::Abort } else { Control::Shutdown },
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading the configuration");
-                    let loaded = config::load(&path);
-                    if let (Ok(cfg), Ok(mut jobs)) = (&loaded, claims.lock()) {
-                        *jobs = claims_jobs(cfg);
-                    }
-                    Control::Reload(loaded.map(Box::new).map_err(|e| e.to_string()))
+                    Control::Reload(config::load(&path).map(Box::new).map_err(|e| e.to_string()))
                 }
             };
             stopping |= matches!(msg, Control::Shutdown);
