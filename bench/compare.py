@@ -63,9 +63,11 @@ class Server:
     def __init__(self, kind, work, port, extra_env=None):
         self.dir = os.path.join(work, f"srv-{kind}")
         env = dict(os.environ, **(extra_env or {}))
-        out = subprocess.run(["bash", os.path.join(SCRIPTS, "ftp-server.sh"), "start", kind,
-                              self.dir, str(port)], check=True, capture_output=True,
-                             text=True, env=env).stdout.split()
+        p = subprocess.run(["bash", os.path.join(SCRIPTS, "ftp-server.sh"), "start", kind,
+                            self.dir, str(port)], capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            sys.exit(f"bench/compare.py: cannot start {kind} on port {port}: {p.stderr.strip()}")
+        out = p.stdout.split()
         self.pid, self.port = int(out[0]), int(out[1])
         facts = {}
         with open(os.path.join(self.dir, "server.env")) as f:
@@ -305,7 +307,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--small", type=int, default=1000)
     ap.add_argument("--big-mib", type=int, default=512)
-    ap.add_argument("--port", type=int, default=47100)
+    ap.add_argument("--port", type=int, default=39100)
     ap.add_argument("--tools", default="ferry,lftp,curl,rclone")
     args = ap.parse_args()
     if args.quick:

@@ -36,6 +36,7 @@ async fn main() {
         Arc::new(EngineRunner {
             engine: engine.clone(),
             alerter,
+            metrics: None,
         }),
         Clock::system(),
         engine_has_work(engine),

@@ -211,6 +211,7 @@ async fn main() {
         Arc::new(EngineRunner {
             engine: engine.clone(),
             alerter,
+            metrics: None,
         }),
         Clock::system(),
         engine_has_work(engine.clone()),

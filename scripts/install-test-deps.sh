@@ -2,8 +2,9 @@
 # Install what the interop test tier needs: vsftpd (installed), ProFTPD and
 # Pure-FTPd (unpacked only, never installed), pyftpdlib with pyOpenSSL (for
 # scripts/quirk-ftp-server.py), aiosmtpd, openssl, lftp/curl for sanity
-# checks, and pyx12 4.0.0 from PyPI in a venv (the X12 oracle of the claims
-# tests). Idempotent: work already done is skipped.
+# checks, promtool (package prometheus) to lint ferry's /metrics, and pyx12
+# 4.0.0 from PyPI in a venv (the X12 oracle of the claims tests).
+# Idempotent: work already done is skipped.
 #
 # Usage: sudo scripts/install-test-deps.sh
 # Env:   FERRY_TEST_CACHE  cache root (default /opt/ferry-test)
@@ -29,7 +30,9 @@ PUREFTPD_DIR=$CACHE/pure-ftpd
 PUREFTPD_PKGS=(pure-ftpd)
 # vsftpd is the one FTP server we really install; the others conflict with it as packages.
 # python3-pyftpdlib + python3-openssl: the scriptable quirk server (TLS_FTPHandler needs pyOpenSSL).
-APT_PKGS=(vsftpd python3-aiosmtpd python3-pyftpdlib python3-openssl openssl lftp curl ca-certificates)
+# prometheus: only for promtool, which checks the /metrics text (tests/metrics.rs); its service
+# is kept from starting by the policy-rc.d below.
+APT_PKGS=(vsftpd python3-aiosmtpd python3-pyftpdlib python3-openssl openssl lftp curl ca-certificates prometheus)
 
 # No prompts from debconf, ever.
 export DEBIAN_FRONTEND=noninteractive
@@ -186,5 +189,6 @@ log "proftpd: $PROFTPD_DIR/root/usr/sbin/proftpd, modules in $PROFTPD_DIR/module
 log "pure-ftpd: $PUREFTPD_DIR/root/usr/sbin/pure-ftpd ($(cat "$PUREFTPD_DIR/VERSION"))"
 log "pyftpdlib: $(dpkg-query -W -f='${Version}' python3-pyftpdlib), pyOpenSSL $(dpkg-query -W -f='${Version}' python3-openssl)"
 log "pyx12: $PYX12_VENV/bin/python ($("$PYX12_VENV/bin/pip" show pyx12 2>/dev/null | sed -n 's/^Version: //p'))"
+log "promtool: $(command -v promtool) ($(dpkg-query -W -f='${Version}' prometheus))"
 log "aiosmtpd: /usr/bin/python3 -m aiosmtpd ($(dpkg-query -W -f='${Version}' python3-aiosmtpd))"
 log "done"

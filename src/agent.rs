@@ -42,6 +42,8 @@ pub struct EngineRunner {
     pub engine: Arc<crate::transfer::Engine>,
     /// Failure, recovery and certificate emails; the engine knows nothing of them.
     pub alerter: Arc<crate::alert::Alerter>,
+    /// Counts each run for `/metrics`, when metrics are served.
+    pub metrics: Option<Arc<crate::observe::Metrics>>,
 }
 
 #[async_trait::async_trait]
@@ -53,14 +55,23 @@ impl Runner for EngineRunner {
             progress: None,
         };
         let report = self.engine.run_job(&job, trigger, opts).await;
+        // Alert events carry the run's fields too.
+        let span = crate::alert::run_span(&job, &report);
+        let _in_span = span.enter();
         if let Some(e) = &report.connection_error {
             warn!(job = %job.name, "the job could not run: {e}");
+        }
+        if let Some(m) = &self.metrics {
+            m.after_run(&report);
         }
         self.alerter
             .after_run(&job, &report, &crate::transfer::next_run_text(&job));
     }
 
     fn reconfigure(&self, cfg: &Config) {
+        if let Some(m) = &self.metrics {
+            m.reconfigure(cfg);
+        }
         self.alerter
             .reconfigure(cfg.mail.clone(), cfg.jobs.keys().cloned().collect());
         let recorded = self
@@ -168,6 +179,10 @@ pub struct Agent {
     sources: Vec<JoinHandle<()>>,
     /// Triggers that arrived while a run was going, for tests and logs.
     pub coalesced: u64,
+    /// Beaten by the loop for `/healthz` and systemd's watchdog; `None`: no beats.
+    heartbeat: Option<crate::observe::Heartbeat>,
+    /// When the loop beats next (set while `run` runs, with a heartbeat).
+    beats: Option<tokio::time::Interval>,
 }
 
 impl Agent {
@@ -188,7 +203,15 @@ impl Agent {
             done_rx,
             sources: Vec::new(),
             coalesced: 0,
+            heartbeat: None,
+            beats: None,
         }
+    }
+
+    /// Makes the loop beat `hb` every `hb.every` (and ping systemd's watchdog).
+    pub fn with_heartbeat(mut self, hb: crate::observe::Heartbeat) -> Agent {
+        self.heartbeat = Some(hb);
+        self
     }
 
     /// A handle that injects triggers (tests; the watchers and scheduler use it too).
@@ -209,26 +232,48 @@ impl Agent {
             max_parallel_jobs = self.cfg.max_parallel_jobs,
             "agent started"
         );
-        let mut deadlines = tokio::time::interval(Duration::from_secs(60));
-        deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Claims deadlines once a minute, only while some job has any (no
+        // extra timer otherwise: the paused-clock tests see none).
+        let mut deadlines = claims_timer(&self.cfg);
+        // systemd (Type=notify): started. Without NOTIFY_SOCKET this does nothing.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        self.beats = self.heartbeat.as_ref().map(|hb| {
+            hb.beat();
+            let mut i = tokio::time::interval(hb.every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         loop {
             tokio::select! {
-                _ = deadlines.tick() => {
+                _ = next_beat(&mut self.beats) => {
+                    if let Some(hb) = &self.heartbeat {
+                        hb.stall_if_asked().await;
+                        hb.beat();
+                    }
+                }
+                _ = next_beat(&mut deadlines) => {
                     let jobs: Vec<Arc<Job>> = self.slots.values().map(|s| s.job.clone()).collect();
                     self.runner.between_runs(&jobs, self.clock.now());
                 }
                 Some((job, trigger)) = self.triggers_rx.recv() => self.trigger(&job, trigger),
                 Some(job) = self.done_rx.recv() => self.finished(&job),
                 msg = control.recv() => match msg {
-                    Some(Control::Reload(Ok(cfg))) => self.reload(*cfg),
+                    Some(Control::Reload(Ok(cfg))) => {
+                        self.reload(*cfg);
+                        if deadlines.is_some() != claims_timer(&self.cfg).is_some() {
+                            deadlines = claims_timer(&self.cfg);
+                        }
+                    }
                     Some(Control::Reload(Err(errors))) => {
                         error!("the new configuration is invalid; keeping the running one:\n{errors}");
                     }
                     Some(Control::Shutdown) | None => {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                         self.shutdown(&mut control).await;
                         return self;
                     }
                     Some(Control::Abort) => {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                         self.abort_all();
                         return self;
                     }
@@ -387,6 +432,12 @@ impl Agent {
                 return;
             }
             tokio::select! {
+                // Still alive while files finish: /healthz stays 200.
+                _ = next_beat(&mut self.beats) => {
+                    if let Some(hb) = &self.heartbeat {
+                        hb.beat();
+                    }
+                }
                 Some(job) = self.done_rx.recv() => {
                     if let Some(s) = self.slots.get_mut(&job) {
                         s.running = None;
@@ -419,6 +470,31 @@ impl Agent {
                 h.abort();
             }
         }
+    }
+}
+
+/// The loop's next heartbeat tick; never, without a heartbeat.
+/// A one-minute timer for claims deadlines, when some job has them.
+fn claims_timer(cfg: &Config) -> Option<tokio::time::Interval> {
+    let any = cfg.jobs.values().any(|j| {
+        j.edi
+            .as_ref()
+            .is_some_and(|e| e.acks_for.is_empty() && e.acks != Default::default())
+            || j.expect.is_some()
+    });
+    any.then(|| {
+        let mut i = tokio::time::interval(Duration::from_secs(60));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        i
+    })
+}
+
+async fn next_beat(beats: &mut Option<tokio::time::Interval>) {
+    match beats {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -45,6 +45,17 @@ pub struct Alerter {
     failures: Arc<AtomicU64>,
 }
 
+/// The span the alerts of one run are raised in: their log lines carry the
+/// run's `job`, `server` and `run_id`.
+pub fn run_span(job: &Job, report: &RunReport) -> tracing::Span {
+    tracing::info_span!(
+        "alert",
+        job = %job.name,
+        server = %job.server.name,
+        run_id = report.run_id
+    )
+}
+
 impl Alerter {
     /// Starts the background sender on the current runtime.
     pub fn start(mail: Option<Mail>, ledger: Arc<Mutex<Ledger>>) -> Arc<Alerter> {

@@ -2,13 +2,34 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The shells `ferry completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The end of `ferry --help` and of the man page: what scripts and operators rely on.
+const AFTER_HELP: &str = "\
+Exit status: 0 all went well; 1 at least one file failed, a job could not run, or ping failed; \
+2 bad usage or invalid configuration (nothing was transferred); 3 the state folder is in use \
+by another ferry.
+
+Files: ferry.yaml (--config, else $FERRY_CONFIG, else ./ferry.yaml); jobs/NAME.yaml beside it; \
+state/ferry.db, the ledger.
+
+The user contract (every key, command and guarantee) is docs/contract.md in the source; \
+operating ferry is docs/operations.md.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Scheduled, verified FTPS transfers for EDI and claims exchange"
+    about = "Scheduled, verified FTPS transfers for EDI and claims exchange",
+    after_long_help = AFTER_HELP
 )]
 pub struct Cli {
     /// The agent settings file; jobs are read from jobs/ beside it.
@@ -90,6 +111,17 @@ pub enum Command {
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Write the man pages: ferry.1 and one per command (ferry-run.1, ...).
+    Man {
+        /// The folder to write them to; without it, ferry.1 goes to stdout.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// The tamper-evident audit trail: check it, or export it for an auditor.
     Audit {

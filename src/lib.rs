@@ -12,6 +12,7 @@ pub mod config;
 pub mod edi;
 pub mod ledger;
 pub mod logging;
+pub mod observe;
 pub mod schedule;
 pub mod transfer;
 pub mod transport;

@@ -31,6 +31,7 @@ fn start_agent(s: &Setup) -> Running {
         Arc::new(EngineRunner {
             engine: engine.clone(),
             alerter,
+            metrics: None,
         }),
         Clock::system(),
         engine_has_work(engine),

@@ -202,64 +202,6 @@ fn shipped_example_configuration_passes_check() {
     assert!(!text.contains("from-a-file"), "no secret in check output");
 }
 
-/// Every configuration key the README documents exists in the code, and
-/// every key the code accepts is documented.
-#[test]
-fn readme_documents_exactly_the_configuration_keys_the_code_accepts() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let raw = std::fs::read_to_string(root.join("src/config/raw.rs")).unwrap();
-    let mut code = std::collections::BTreeSet::new();
-    for line in raw.lines() {
-        let t = line.trim();
-        if let Some(rest) = t.strip_prefix("pub ")
-            && let Some((name, _)) = rest.split_once(':')
-            && !name.contains(' ')
-            && !name.contains('(')
-        {
-            code.insert(name.to_string());
-        }
-    }
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let mut documented = std::collections::BTreeSet::new();
-    for line in readme.lines().filter(|l| l.starts_with("| `")) {
-        let cell = line.split('|').nth(1).unwrap().trim();
-        for key in cell.split('/') {
-            let key = key.trim().trim_matches('`');
-            // servers.<name>.host -> host; mail.smtp.port -> port
-            let leaf = key.rsplit('.').next().unwrap();
-            if !leaf.is_empty()
-                && leaf
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            {
-                documented.insert(leaf.to_string());
-            }
-        }
-    }
-    // Sections of the YAML that are mappings rather than keys with a value.
-    for section in [
-        "log",
-        "defaults",
-        "retry",
-        "servers",
-        "mail",
-        "smtp",
-        "retention",
-    ] {
-        documented.insert(section.to_string());
-    }
-    let undocumented: Vec<_> = code.difference(&documented).collect();
-    let unknown: Vec<_> = documented.difference(&code).collect();
-    assert!(
-        undocumented.is_empty(),
-        "keys the code accepts but the README does not document: {undocumented:?}"
-    );
-    assert!(
-        unknown.is_empty(),
-        "keys the README documents but the code does not accept: {unknown:?}"
-    );
-}
-
 #[test]
 fn history_piped_into_a_closed_reader_is_not_an_error() {
     let fx = Fixture::new(&[]);
@@ -299,4 +241,101 @@ fn once_exits_1_when_a_file_fails_and_prints_it() {
         "{text}"
     );
     assert!(fx.path().join("out/claims.837").exists());
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish_name_every_command() {
+    let fx = Fixture::new(&[]);
+    for shell in ["bash", "zsh", "fish"] {
+        let out = fx.ferry(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.len() > 1000, "{shell}: a real script:\n{script}");
+        for cmd in [
+            "check", "run", "once", "ping", "status", "history", "confirm", "resend",
+        ] {
+            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+        assert!(script.contains("config"), "{shell}: the global flag");
+    }
+    assert!(stdout(&fx.ferry(&["completions", "bash"])).contains("complete -F _ferry"));
+    assert!(stdout(&fx.ferry(&["completions", "zsh"])).starts_with("#compdef ferry"));
+    assert!(stdout(&fx.ferry(&["completions", "fish"])).contains("complete -c ferry"));
+    // Completion needs no configuration at all.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(ferry_bin())
+        .current_dir(elsewhere.path())
+        .args(["completions", "bash"])
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fx.ferry(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn man_writes_a_page_for_ferry_and_for_every_command() {
+    let fx = Fixture::new(&[]);
+    let out = fx.ferry(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.contains(".TH FERRY 1"), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains(".SH SUBCOMMANDS"));
+    for cmd in [
+        "check", "run", "once", "ping", "status", "history", "confirm", "resend",
+    ] {
+        assert!(
+            page.contains(&format!("ferry\\-{cmd}(1)")),
+            "{cmd} in ferry.1"
+        );
+    }
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH \"SEE ALSO\"",
+    ] {
+        assert!(page.contains(section), "{section} in ferry.1:\n{page}");
+    }
+    assert!(
+        page.contains("FERRY_CONFIG") && page.contains("ferry.db"),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches(".ds Aq").count(),
+        2,
+        "one roff preamble:\n{page}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = fx.ferry(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for cmd in [
+        "check", "run", "once", "ping", "status", "history", "confirm", "resend",
+    ] {
+        let p = dir.path().join(format!("ferry-{cmd}.1"));
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(
+            text.contains(&format!(".TH FERRY-{} 1", cmd.to_uppercase())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\\fBferry {cmd}\\fR")),
+            "synopsis: {text}"
+        );
+    }
+    assert!(dir.path().join("ferry.1").exists());
+    let history = std::fs::read_to_string(dir.path().join("ferry-history.1")).unwrap();
+    assert!(history.contains("\\-\\-since"), "{history}");
+    // man(1) itself renders the page, when it is installed.
+    if let Ok(o) = Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("ferry-run.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        && o.status.success()
+    {
+        assert!(stdout(&o).contains("ferry run"), "{}", stdout(&o));
+    }
 }

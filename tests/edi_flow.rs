@@ -416,6 +416,7 @@ async fn an_overdue_ack_is_reported_once_and_a_late_one_resolves_it() {
         certificate_expiry: None,
         listing_unparsed: 0,
         edi: at_3d.clone(),
+        run_id: None,
     };
     let alerter = Alerter::start(cfg.mail.clone(), engine.ledger.clone());
     alerter.after_run(&cfg.jobs["acks"], &report, "-");
@@ -742,6 +743,7 @@ fn the_agent_reports_an_overdue_ack_on_a_paused_clock() {
         let runner = std::sync::Arc::new(ferry::agent::EngineRunner {
             engine: engine.clone(),
             alerter,
+            metrics: None,
         });
         let never: ferry::watch::HasWork = std::sync::Arc::new(|_: &ferry::config::Job| false);
         let agent =

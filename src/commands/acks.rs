@@ -156,26 +156,6 @@ fn row(ic: InterchangeRow, d: &AckDeadlines, now: DateTime<Utc>) -> Row {
     }
 }
 
-/// Interchanges of `job` with an acknowledgement overdue at `now` (for `ferry status`).
-pub fn overdue_count(
-    ledger: &Ledger,
-    job: &str,
-    d: &AckDeadlines,
-    now: DateTime<Utc>,
-) -> anyhow::Result<u64> {
-    if d.ta1.is_none() && d.ack999.is_none() && d.ca277.is_none() {
-        return Ok(0);
-    }
-    Ok(ledger
-        .interchanges_awaiting(job, d.ta1.is_some(), d.ack999.is_some(), d.ca277.is_some())?
-        .iter()
-        .filter(|ic| {
-            let (a, b, c) = track::overdue_now(ic, d, now);
-            a || b || c
-        })
-        .count() as u64)
-}
-
 pub fn acks(
     cfg: &Config,
     job: Option<&str>,

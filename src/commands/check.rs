@@ -31,6 +31,13 @@ pub fn check(path: &Path, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             None => "not configured (failures are only logged)".to_string(),
         }
     );
+    if let Some(m) = &cfg.metrics {
+        let _ = writeln!(
+            s,
+            "metrics: http://{}/metrics and /healthz (ferry run)",
+            m.listen
+        );
+    }
     for n in &cfg.notices {
         let _ = writeln!(s, "warning: {n}");
     }

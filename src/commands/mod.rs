@@ -4,6 +4,7 @@
 mod acks;
 mod audit;
 mod check;
+mod generate;
 mod once;
 mod operator;
 mod ping;
@@ -42,6 +43,8 @@ pub struct UsageError(pub String);
 pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let path = config::locate(cli.config);
     match cli.command {
+        Command::Completions { shell } => generate::completions(shell, out),
+        Command::Man { out: dir } => generate::man(dir.as_deref(), out),
         Command::Check => check::check(&path, out),
         Command::Run => {
             let cfg = load(&path)?;

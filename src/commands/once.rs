@@ -42,7 +42,8 @@ pub fn once(
                 progress: bars.as_ref().map(|b| b.progress()),
             },
         ));
-        alerter.after_run(job, &report, &crate::transfer::next_run_text(job));
+        crate::alert::run_span(job, &report)
+            .in_scope(|| alerter.after_run(job, &report, &crate::transfer::next_run_text(job)));
         // A job that could not run (connect, login, listing) fails like a file.
         any_failed |=
             report.failed() > 0 || report.blocked() > 0 || report.connection_error.is_some();

@@ -98,7 +98,7 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
             },
             acks_overdue: match (&ledger, &job.edi) {
                 (Some(l), Some(e)) if job.direction == Direction::Push => {
-                    super::acks::overdue_count(l, &job.name, &e.acks, now)?
+                    crate::edi::track::overdue_count(l, &job.name, &e.acks, now)?
                 }
                 _ => 0,
             },

@@ -5,18 +5,21 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::Outcome;
 use crate::agent::{Agent, Clock, Control, EngineRunner, engine_has_work};
 use crate::alert::Alerter;
 use crate::config::{self, Config};
 use crate::ledger::Ledger;
+use crate::observe::{Heartbeat, Metrics};
 use crate::transfer::Engine;
 
 pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -51,9 +54,26 @@ pub fn run(path: &Path, cfg: Config, _out: &mut dyn Write) -> anyhow::Result<Out
     rt.block_on(async move {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         spawn_signals(path.to_path_buf(), ctl_tx)?;
-        let runner = Arc::new(EngineRunner { engine, alerter });
-        let agent = Agent::new(cfg, runner, Clock::system(), has_work);
+        let watchdog = sd_notify::watchdog_enabled();
+        let stall_after = cfg
+            .metrics
+            .as_ref()
+            .map_or(Duration::from_secs(10), |m| m.stall_after);
+        let heartbeat = Heartbeat::new(stall_after, watchdog);
+        let served = Observed::start(&cfg, &engine, &heartbeat).await?;
+        let runner = Arc::new(EngineRunner {
+            engine,
+            alerter,
+            metrics: served.as_ref().map(|o| o.metrics.clone()),
+        });
+        let mut agent = Agent::new(cfg, runner, Clock::system(), has_work);
+        if served.is_some() || watchdog.is_some() {
+            agent = agent.with_heartbeat(heartbeat);
+        }
         agent.run(ctl_rx, last_runs).await;
+        if let Some(o) = served {
+            o.stop.cancel();
+        }
         anyhow::Ok(())
     })?;
     upkeep.abort();
@@ -90,6 +110,52 @@ async fn upkeep(cfg: Config, ledger: Arc<std::sync::Mutex<Ledger>>) {
             Ok(Ok(())) => {}
         }
         tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+    }
+}
+
+/// `/metrics` and `/healthz`, when `metrics` is configured.
+struct Observed {
+    metrics: Arc<Metrics>,
+    /// Stops the HTTP server when the agent has stopped.
+    stop: CancellationToken,
+}
+
+impl Observed {
+    /// Binds the metrics address before the agent starts: a port in use is
+    /// an error at start, not a silent absence of metrics.
+    async fn start(
+        cfg: &Config,
+        engine: &Arc<Engine>,
+        heartbeat: &Heartbeat,
+    ) -> anyhow::Result<Option<Observed>> {
+        let Some(settings) = &cfg.metrics else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics", settings.listen))?;
+        let addr = listener.local_addr().unwrap_or(settings.listen);
+        if !addr.ip().is_loopback() {
+            warn!(%addr, "metrics are served to other hosts (allow_remote: true): /metrics names every job and server");
+        }
+        let engine_for_metrics = engine.clone();
+        let metrics = {
+            let cfg = cfg.clone();
+            tokio::task::spawn_blocking(move || Metrics::new(&cfg, &engine_for_metrics))
+                .await
+                .context("setting up metrics")?
+        };
+        let metrics = Arc::new(metrics);
+        let stop = CancellationToken::new();
+        tokio::spawn(crate::observe::serve(
+            listener,
+            metrics.clone(),
+            engine.clone(),
+            heartbeat.clone(),
+            stop.clone(),
+        ));
+        info!(%addr, "serving http://{addr}/metrics and /healthz");
+        Ok(Some(Observed { metrics, stop }))
     }
 }
 

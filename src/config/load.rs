@@ -89,6 +89,11 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         Some(v) => cx.duration(v),
         None => Some(Duration::from_secs(30)),
     };
+    let mut metrics_notice = None;
+    let metrics = match &doc.metrics {
+        Some(m) => cx.metrics(m, &mut metrics_notice).map(Some),
+        None => Some(None),
+    };
 
     let retention = cx.retention(doc.retention.as_ref());
     // A server that is declared but invalid was reported already; jobs that
@@ -112,14 +117,14 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         ),
         None => (BTreeMap::new(), Vec::new(), Vec::new()),
     };
-    let (jobs, notices, job_sources) = loaded;
+    let (jobs, mut notices, job_sources) = loaded;
     sources.extend(job_sources);
-    let mut notices = notices;
     notices.extend(inline_password_notice(path, &doc));
     let mail = mail.map(|mut m| {
         m.timezone = job_defaults.timezone;
         m
     });
+    notices.extend(metrics_notice);
     Some(Config {
         file: path.to_path_buf(),
         state_dir: state_dir?,
@@ -131,6 +136,7 @@ fn load_into(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Config> {
         jobs,
         max_parallel_jobs: max_parallel_jobs?,
         shutdown_grace: shutdown_grace?,
+        metrics: metrics?,
         notices,
         sources,
         retention: retention?,
@@ -930,6 +936,57 @@ impl Cx<'_> {
             max_listing,
             timeout: timeout?,
             max_connections,
+        })
+    }
+
+    /// `metrics`: an IP address and port, loopback unless `allow_remote: true`
+    /// says otherwise (the page names jobs and servers: not for everyone).
+    fn metrics(
+        &mut self,
+        m: &raw::Metrics,
+        notice: &mut Option<String>,
+    ) -> Option<MetricsSettings> {
+        let listen = match &m.listen {
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            Some(v) => match v.value.trim().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        &v.referenced,
+                        format!(
+                            "'{}' is not an address and port, expected one such as 127.0.0.1:9464 or [::1]:9464",
+                            v.value
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let allow_remote = m.allow_remote.as_ref().is_some_and(|v| v.value);
+        if let Some(a) = listen
+            && !a.ip().is_loopback()
+        {
+            if allow_remote {
+                *notice = Some(format!(
+                    "metrics.listen {a} is reachable from other hosts: /metrics names every job and server"
+                ));
+            } else if let Some(v) = &m.listen {
+                self.err(
+                    &v.referenced,
+                    format!(
+                        "metrics.listen {a} is not a loopback address; set allow_remote: true to serve metrics to other hosts"
+                    ),
+                );
+                return None;
+            }
+        }
+        let stall_after = match &m.stall_after {
+            Some(v) => self.positive_duration(v, "stall_after")?,
+            None => Duration::from_secs(10),
+        };
+        Some(MetricsSettings {
+            listen: listen?,
+            stall_after,
         })
     }
 

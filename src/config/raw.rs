@@ -24,6 +24,7 @@ pub struct AgentFile {
     pub max_parallel_jobs: Option<At<u32>>,
     pub shutdown_grace: Option<At<String>>,
     pub retention: Option<Retention>,
+    pub metrics: Option<Metrics>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +32,14 @@ pub struct AgentFile {
 pub struct Retention {
     pub ledger: Option<At<String>>,
     pub archive: Option<At<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: Option<At<String>>,
+    pub allow_remote: Option<At<bool>>,
+    pub stall_after: Option<At<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,8 @@ pub struct Config {
     pub max_parallel_jobs: u32,
     /// How long in-flight files may finish after SIGTERM before they are aborted.
     pub shutdown_grace: Duration,
+    /// `/metrics` and `/healthz` for `ferry run`; `None`: not served (the default).
+    pub metrics: Option<MetricsSettings>,
     /// Things `check` warns about that do not stop a run (a `jobs/x.yml`).
     pub notices: Vec<String>,
     /// Every file this was loaded from, with the SHA-256 of the bytes read
@@ -47,6 +49,15 @@ pub struct Retention {
     pub ledger: Option<Duration>,
     /// Archived outbound files (`state_dir/archive/<job>/<date>/`).
     pub archive: Option<Duration>,
+}
+
+/// Where `ferry run` serves Prometheus metrics and its health check.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// An IP address and port; loopback unless `allow_remote` says otherwise.
+    pub listen: std::net::SocketAddr,
+    /// `/healthz` answers 503 once the agent's loop has not beaten for this long.
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -488,6 +488,26 @@ pub fn overdue_now(
     (ta1, a999, ca)
 }
 
+/// Interchanges of `job` with an acknowledgement overdue at `now` (`ferry status`, the metrics).
+pub fn overdue_count(
+    ledger: &Ledger,
+    job: &str,
+    d: &AckDeadlines,
+    now: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    if d.ta1.is_none() && d.ack999.is_none() && d.ca277.is_none() {
+        return Ok(0);
+    }
+    Ok(ledger
+        .interchanges_awaiting(job, d.ta1.is_some(), d.ack999.is_some(), d.ca277.is_some())?
+        .iter()
+        .filter(|ic| {
+            let (a, b, c) = overdue_now(ic, d, now);
+            a || b || c
+        })
+        .count() as u64)
+}
+
 /// The newest `expect` window that has closed by `now`: `(start, end)`.
 pub fn last_window(e: &Expect, now: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let within = chrono::Duration::from_std(e.within).ok()?;

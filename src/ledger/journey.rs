@@ -74,6 +74,20 @@ impl FileState {
         FileState::Held,
     ];
 
+    /// Whether reaching this state must be on disk before ferry acts on
+    /// it. `sending` and `renaming` are intents (the upload or rename comes
+    /// next), `verified` and `renamed` come before an irreversible local or
+    /// remote action (archive, delete), `failed` and `held` are what a
+    /// person is told. `seen`, `sent` and `done` precede no side effect:
+    /// they commit without an fsync of their own, and the next durable step
+    /// (an fsync of the write-ahead log) carries them to disk. A process
+    /// crash loses none of them (the log is in the OS page cache); a power
+    /// loss can lose only such a step, and recovery then decides from the
+    /// intent before it, as it does after any crash.
+    pub fn durable(self) -> bool {
+        !matches!(self, FileState::Seen | FileState::Sent | FileState::Done)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FileState::Seen => "seen",
@@ -193,6 +207,16 @@ impl fmt::Display for Status {
 #[cfg(test)]
 mod tests {
     use super::FileState::{self, *};
+
+    /// Exactly the steps a side effect or a person depends on are fsynced.
+    #[test]
+    fn intents_and_steps_before_irreversible_actions_are_durable_the_rest_lazy() {
+        let durable: Vec<FileState> = FileState::ALL.into_iter().filter(|s| s.durable()).collect();
+        assert_eq!(
+            durable,
+            [Sending, Renaming, Renamed, Verified, Failed, Held]
+        );
+    }
 
     /// The whole table, written out: every pair not listed is refused.
     #[test]

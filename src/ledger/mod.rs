@@ -27,6 +27,22 @@ use serde_json::Map;
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
 
+/// Puts `synchronous = FULL` back when a lazy step is done.
+struct SyncGuard<'a> {
+    conn: &'a Connection,
+    lazy: bool,
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        if self.lazy {
+            // If this fails the connection is unusable anyway; the next
+            // statement reports it.
+            let _ = self.conn.execute_batch("PRAGMA synchronous = FULL;");
+        }
+    }
+}
+
 /// Refuses a state folder or ledger that others may read: they hold claim
 /// files and the record of every transfer.
 pub fn check_private(state_dir: &Path, db: &Path) -> anyhow::Result<()> {
@@ -385,6 +401,22 @@ impl Ledger {
             .context("starting a ledger transaction")
     }
 
+    /// For a step that is not [`FileState::durable`]: commits until the
+    /// guard drops are not fsynced (`synchronous = NORMAL` in WAL mode); the
+    /// next durable commit's fsync covers them. Durable steps keep `FULL`.
+    fn lazy_sync(&self, state: FileState) -> anyhow::Result<SyncGuard<'_>> {
+        let lazy = !state.durable();
+        if lazy {
+            self.conn
+                .execute_batch("PRAGMA synchronous = NORMAL;")
+                .context("relaxing the ledger's sync for a step")?;
+        }
+        Ok(SyncGuard {
+            conn: &self.conn,
+            lazy,
+        })
+    }
+
     /// Tells the ledger each job's partner, for the audit trail.
     pub fn set_servers(&mut self, servers: std::collections::HashMap<String, String>) {
         self.servers = servers;
@@ -519,6 +551,7 @@ impl Ledger {
     /// Records a newly seen file in state `seen`; returns its id.
     pub fn insert_file(&self, f: &NewFile<'_>) -> anyhow::Result<i64> {
         let t = now();
+        let _sync = self.lazy_sync(FileState::Seen)?;
         let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
@@ -572,7 +605,9 @@ impl Ledger {
             state,
             FileState::Done | FileState::Failed | FileState::Verified | FileState::Held
         );
-        // The state, its event and its audit row commit together: one fsync per step.
+        // The state, its event and its audit row commit together: at most
+        // one fsync per step, none for a step no side effect depends on.
+        let _sync = self.lazy_sync(state)?;
         let tx = self.write_tx()?;
         let from: String = tx
             .query_row("SELECT state FROM files WHERE id = ?1", [file_id], |r| {
@@ -821,6 +856,22 @@ impl Ledger {
                 },
             )
             .optional()?)
+    }
+
+    /// When the most recent run of `job` that ended `ok` finished.
+    pub fn last_success(&self, job: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let at: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT finished_at FROM runs WHERE job = ?1 AND status = 'ok'
+                 AND finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
     }
 
     /// How many of a job's files are still on their way, and how many failed.
@@ -1139,5 +1190,54 @@ impl Ledger {
             |r| r.get(0),
         )?;
         Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(l: &Ledger) -> i64 {
+        l.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A lazy step leaves the connection at FULL again, so every other
+    /// write (intents, alerts, the outbox) stays fsynced.
+    #[test]
+    fn a_lazy_step_puts_full_sync_back_for_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let ledger = Ledger::open(&state).unwrap();
+        assert_eq!(synchronous(&ledger), 2, "FULL");
+        let id = ledger
+            .insert_file(&NewFile {
+                job: "j",
+                direction: "push",
+                name: "a",
+                size: 1,
+                mtime: None,
+                sha256: None,
+                remote_path: "/a",
+                local_path: None,
+                run_id: None,
+            })
+            .unwrap();
+        assert_eq!(synchronous(&ledger), 2);
+        ledger
+            .set_file_state(id, FileState::Sending, None, None)
+            .unwrap();
+        ledger
+            .set_file_state(id, FileState::Sent, None, None)
+            .unwrap();
+        assert_eq!(synchronous(&ledger), 2);
+        // A refused step (sent -> seen is not a transition) restores it too.
+        assert!(
+            ledger
+                .set_file_state(id, FileState::Seen, None, None)
+                .is_err()
+        );
+        assert_eq!(synchronous(&ledger), 2);
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Direction, Job, RetryPolicy, Server};
 use crate::ledger::{FileState, Ledger, Verified};
@@ -52,6 +52,8 @@ pub struct Engine {
     /// The certificate fingerprint last recorded per server in the audit
     /// trail, so only a first sighting or a change is written.
     cert_seen: Mutex<HashMap<String, String>>,
+    /// Logins each server refused (not counting session-limit refusals), for metrics.
+    login_failures: Mutex<HashMap<String, u64>>,
 }
 
 /// Why a run was started, as the ledger records it.
@@ -176,6 +178,8 @@ pub struct RunReport {
     pub listing_unparsed: u64,
     /// Acknowledgements read, overdue, orphaned; expected files missing.
     pub edi: Vec<crate::edi::Notice>,
+    /// The run's row in the ledger (`run_id` in the logs); `None` if it could not be recorded.
+    pub run_id: Option<i64>,
 }
 
 impl RunReport {
@@ -193,6 +197,7 @@ impl RunReport {
             certificate_expiry: None,
             listing_unparsed: 0,
             edi: Vec::new(),
+            run_id: None,
         }
     }
 
@@ -324,6 +329,7 @@ impl Engine {
             open_sessions: Mutex::new(HashMap::new()),
             cert_expiry: Mutex::new(HashMap::new()),
             cert_seen: Mutex::new(HashMap::new()),
+            login_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -399,7 +405,6 @@ impl Engine {
     /// an unreachable server.
     pub async fn run_job(&self, job: &Job, trigger: Trigger, opts: RunOptions) -> RunReport {
         let started = Instant::now();
-        let started_at = chrono::Utc::now();
         let run_id = match self.ledger(|l| {
             l.abort_stale_runs(&job.name)?;
             l.start_run(&job.name, trigger.as_str())
@@ -411,7 +416,23 @@ impl Engine {
                 return RunReport::new(job, Vec::new(), Some(msg));
             }
         };
+        // Every event of the run carries these fields (the JSON log flattens them).
+        let span = info_span!("run", job = %job.name, server = %job.server.name, run_id);
+        self.run_recorded(job, trigger, run_id, started, opts)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_recorded(
+        &self,
+        job: &Job,
+        trigger: Trigger,
+        run_id: i64,
+        started: Instant,
+        opts: RunOptions,
+    ) -> RunReport {
         info!(job = %job.name, trigger = trigger.as_str(), "run started");
+        let started_at = chrono::Utc::now();
         let result = match job.direction {
             Direction::Push => push::run(self, job, run_id, opts).await,
             Direction::Pull => pull::run(self, job, run_id, opts).await,
@@ -426,6 +447,7 @@ impl Engine {
             report.edi.extend(more);
         }
         report.duration = started.elapsed();
+        report.run_id = Some(run_id);
         report.certificate_expiry = self
             .cert_expiry
             .lock()
@@ -589,7 +611,10 @@ impl Engine {
                 break;
             };
             let mut attempt = 0u32;
-            let outcome = loop {
+            // Every event about this file carries its ledger id (and the run's fields).
+            let span = info_span!("file", file_id = item.file_id());
+            let outcome = async {
+                loop {
                 if session.is_none() {
                     match self.connect(job).await {
                         Ok(s) => {
@@ -606,7 +631,7 @@ impl Engine {
                             if let Ok(mut queue) = batch.queue.lock() {
                                 queue.push_front(item);
                             }
-                            return;
+                            return None;
                         }
                         Err(Refused::Error(e)) => {
                             // Nothing can move: this and every queued file fail together.
@@ -625,7 +650,7 @@ impl Engine {
                                 let o = self.fail_item(&it, &msg);
                                 batch.outcomes.lock().expect("outcomes").push(o);
                             }
-                            return;
+                            return None;
                         }
                     }
                 }
@@ -635,8 +660,8 @@ impl Engine {
                 let result = batch.work.attempt(remote, &item, attempt).await;
                 self.remember_quirks(&job.server.name, &before, &remote.quirks());
                 match result {
-                    Ok(o) => break o,
-                    Err(Failure::Hold(reason)) => break self.hold_item(&item, &reason),
+                    Ok(o) => break Some(o),
+                    Err(Failure::Hold(reason)) => break Some(self.hold_item(&item, &reason)),
                     Err(f) => {
                         warn!(job = %job.name, file = item.name(), attempt, error = %f, "attempt failed");
                         // A session the error killed (or that cannot be trusted) is replaced.
@@ -650,12 +675,16 @@ impl Engine {
                         if f.permanent() || attempt >= job.retry.attempts {
                             let mut o = self.fail_item(&item, &f.to_string());
                             o.attempts = o.attempts.max(attempt);
-                            break o;
+                            break Some(o);
                         }
                         tokio::time::sleep(backoff(&job.retry, attempt)).await;
                     }
                 }
-            };
+                }
+            }
+            .instrument(span)
+            .await;
+            let Some(outcome) = outcome else { return };
             batch.outcomes.lock().expect("outcomes").push(outcome);
         }
         if let Some(mut s) = session.take() {
@@ -718,6 +747,11 @@ impl Engine {
                     if limit_reply && others > 0 {
                         return Err(Refused::SessionLimit(others));
                     }
+                    if e.kind() == ErrorKind::LoginRefused
+                        && let Ok(mut m) = self.login_failures.lock()
+                    {
+                        *m.entry(job.server.name.clone()).or_insert(0) += 1;
+                    }
                     if connect_retryable(&e) && attempt < job.retry.attempts {
                         warn!(job = %job.name, server = %job.server.name, attempt, error = %e, "cannot connect; retrying");
                         tokio::time::sleep(backoff(&job.retry, attempt)).await;
@@ -729,7 +763,26 @@ impl Engine {
         }
     }
 
-    fn sessions_open(&self, server: &str) -> usize {
+    /// Logins `server` refused since this engine started (session limits not counted).
+    pub fn login_failures(&self, server: &str) -> u64 {
+        self.login_failures
+            .lock()
+            .map(|m| m.get(server).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// When `server`'s certificate expires, as the newest session saw it.
+    pub fn certificate_expiry(&self, server: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.cert_expiry.lock().ok()?.get(server).copied()
+    }
+
+    /// When `job`'s last run that ended well finished, from the ledger.
+    pub fn last_success(&self, job: &str) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.ledger(|l| l.last_success(job))
+    }
+
+    /// Sessions open (or opening) to `server` now, across jobs.
+    pub fn sessions_open(&self, server: &str) -> usize {
         self.open_sessions
             .lock()
             .map(|m| m.get(server).copied().unwrap_or(0))

@@ -445,7 +445,7 @@ impl Attempt<PullItem> for PullAttempt<'_> {
                     }
                     l.set_file_state(item.id, FileState::Done, None, None)
                 })?;
-                info!(job = %job.name, file = %item.name, bytes = item.size, verified = level.as_str(), "pulled");
+                info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
                 outcome(FileStatus::Delivered, done_note.or(note))
             }
             Err(e) => {

@@ -84,11 +84,11 @@ pub(super) async fn run(
             }
         }
         if intact || on_server {
-            info!(job = %job.name, file = %row.name, state = row.state.as_str(), "resuming an unfinished delivery");
+            info!(job = %job.name, file = %row.name, file_id = row.id, state = row.state.as_str(), "resuming an unfinished delivery");
         } else if row.intent.is_none() {
             // Nothing was sent: the record is given up, the new file is a new delivery.
             engine.ledger(|l| l.set_file_state(row.id, FileState::Failed, None, Some(CHANGED)))?;
-            warn!(job = %job.name, file = %row.name, "{CHANGED}");
+            warn!(job = %job.name, file = %row.name, file_id = row.id, "{CHANGED}");
             continue;
         }
         items.push(PushItem {
@@ -1005,7 +1005,7 @@ async fn finish(
         engine.ledger(|l| l.set_file_state(item.id, FileState::Done, None, None))?;
     }
     let row = engine.ledger(|l| l.file(item.id))?;
-    info!(job = %job.name, file = %local.name, bytes = row.size, verified = level.as_str(), "delivered");
+    info!(job = %job.name, file = %local.name, file_id = item.id, bytes = row.size, verified = level.as_str(), "delivered");
     Ok(FileOutcome {
         name: local.name.clone(),
         remote_path: row.remote_path,
