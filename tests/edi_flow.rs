@@ -760,3 +760,34 @@ fn the_agent_reports_an_overdue_ack_on_a_paused_clock() {
     });
     drop(srv);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_export_the_interchanges_with_an_overdue_ack() {
+    let (_srv, s) = setup(", acks: { ta1: 1ms }", false).await;
+    s.drop_file(
+        "outbox/claims.837",
+        &x12::p837(101, 101, &["PCN0001"]).render(PLAIN),
+    );
+    let (cfg, engine) = (s.config(), s.engine());
+    let metrics = ferry::observe::Metrics::new(&cfg, &engine);
+    metrics.refresh(&engine);
+    assert!(
+        metrics
+            .openmetrics()
+            .contains("ferry_job_acknowledgements_overdue{job=\"out\"} 0"),
+        "{}",
+        metrics.openmetrics()
+    );
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    metrics.refresh(&engine);
+    let text = metrics.openmetrics();
+    assert!(
+        text.contains("ferry_job_acknowledgements_overdue{job=\"out\"} 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ferry_job_acknowledgements_overdue{job=\"acks\"}"),
+        "pull jobs have no series: {text}"
+    );
+}
