@@ -84,8 +84,17 @@ impl FileState {
     /// crash loses none of them (the log is in the OS page cache); a power
     /// loss can lose only such a step, and recovery then decides from the
     /// intent before it, as it does after any crash.
-    pub fn durable(self) -> bool {
-        !matches!(self, FileState::Seen | FileState::Sent | FileState::Done)
+    ///
+    /// A pull's `sending` and `verified` announce only local work (a
+    /// `.part` file, then placing it, which recovery adopts by SHA-256):
+    /// of a pull's steps only `renamed` (placed, before a remote delete or
+    /// move), `failed` and `held` are fsynced.
+    pub fn durable(self, push: bool) -> bool {
+        match self {
+            FileState::Seen | FileState::Sent | FileState::Done => false,
+            FileState::Sending | FileState::Verified => push,
+            FileState::Renaming | FileState::Renamed | FileState::Failed | FileState::Held => true,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -211,11 +220,17 @@ mod tests {
     /// Exactly the steps a side effect or a person depends on are fsynced.
     #[test]
     fn intents_and_steps_before_irreversible_actions_are_durable_the_rest_lazy() {
-        let durable: Vec<FileState> = FileState::ALL.into_iter().filter(|s| s.durable()).collect();
+        let durable = |push: bool| -> Vec<FileState> {
+            FileState::ALL
+                .into_iter()
+                .filter(|s| s.durable(push))
+                .collect()
+        };
         assert_eq!(
-            durable,
+            durable(true),
             [Sending, Renaming, Renamed, Verified, Failed, Held]
         );
+        assert_eq!(durable(false), [Renaming, Renamed, Failed, Held]);
     }
 
     /// The whole table, written out: every pair not listed is refused.

@@ -404,8 +404,8 @@ impl Ledger {
     /// For a step that is not [`FileState::durable`]: commits until the
     /// guard drops are not fsynced (`synchronous = NORMAL` in WAL mode); the
     /// next durable commit's fsync covers them. Durable steps keep `FULL`.
-    fn lazy_sync(&self, state: FileState) -> anyhow::Result<SyncGuard<'_>> {
-        let lazy = !state.durable();
+    fn lazy_sync(&self, state: FileState, push: bool) -> anyhow::Result<SyncGuard<'_>> {
+        let lazy = !state.durable(push);
         if lazy {
             self.conn
                 .execute_batch("PRAGMA synchronous = NORMAL;")
@@ -551,7 +551,7 @@ impl Ledger {
     /// Records a newly seen file in state `seen`; returns its id.
     pub fn insert_file(&self, f: &NewFile<'_>) -> anyhow::Result<i64> {
         let t = now();
-        let _sync = self.lazy_sync(FileState::Seen)?;
+        let _sync = self.lazy_sync(FileState::Seen, true)?;
         let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
@@ -607,7 +607,16 @@ impl Ledger {
         );
         // The state, its event and its audit row commit together: at most
         // one fsync per step, none for a step no side effect depends on.
-        let _sync = self.lazy_sync(state)?;
+        let push: bool = self
+            .conn
+            .query_row(
+                "SELECT direction = 'push' FROM files WHERE id = ?1",
+                [file_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(true);
+        let _sync = self.lazy_sync(state, push)?;
         let tx = self.write_tx()?;
         let from: String = tx
             .query_row("SELECT state FROM files WHERE id = ?1", [file_id], |r| {
@@ -984,7 +993,10 @@ impl Ledger {
             .collect())
     }
 
+    /// Facts recorded on the way (a hash, where a file was placed) are not
+    /// fsynced on their own: each is followed by a durable step.
     pub fn set_sha256(&self, file_id: i64, sha256: &str) -> anyhow::Result<()> {
+        let _sync = self.lazy_sync(FileState::Seen, true)?;
         self.conn.execute(
             "UPDATE files SET sha256 = ?2, updated_at = ?3 WHERE id = ?1",
             params![file_id, sha256, now()],
@@ -993,6 +1005,7 @@ impl Ledger {
     }
 
     pub fn set_local_path(&self, file_id: i64, path: &Path) -> anyhow::Result<()> {
+        let _sync = self.lazy_sync(FileState::Seen, true)?;
         self.conn.execute(
             "UPDATE files SET local_path = ?2, updated_at = ?3 WHERE id = ?1",
             params![file_id, path.to_string_lossy(), now()],
