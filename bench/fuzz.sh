@@ -16,4 +16,5 @@ wait $a || rc=1; wait $b || rc=1
 run fuzz_the_hash_reply_parser_never_panics & a=$!
 run fuzz_the_ftp_reply_reader_never_panics_or_hangs & b=$!
 wait $a || rc=1; wait $b || rc=1
+run fuzz_the_x12_envelope_reader_never_panics || rc=1
 exit $rc

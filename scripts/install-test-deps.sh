@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what the interop test tier needs: vsftpd (installed), ProFTPD and
 # Pure-FTPd (unpacked only, never installed), pyftpdlib with pyOpenSSL (for
-# scripts/quirk-ftp-server.py), aiosmtpd, openssl, and lftp/curl for sanity
-# checks, and promtool (package prometheus) to lint ferry's /metrics. Idempotent: work already done is skipped.
+# scripts/quirk-ftp-server.py), aiosmtpd, openssl, lftp/curl for sanity
+# checks, promtool (package prometheus) to lint ferry's /metrics, and pyx12
+# 4.0.0 from PyPI in a venv (the X12 oracle of the claims tests).
+# Idempotent: work already done is skipped.
 #
 # Usage: sudo scripts/install-test-deps.sh
 # Env:   FERRY_TEST_CACHE  cache root (default /opt/ferry-test)
@@ -10,7 +12,7 @@
 # Result: ProFTPD binary at $FERRY_TEST_CACHE/proftpd/root/usr/sbin/proftpd,
 #         all its modules (core + crypto) in $FERRY_TEST_CACHE/proftpd/modules;
 #         Pure-FTPd at $FERRY_TEST_CACHE/pure-ftpd/root/usr/sbin/pure-ftpd
-#         (and pure-pw in .../usr/bin/pure-pw).
+#         (and pure-pw in .../usr/bin/pure-pw); pyx12 in $FERRY_TEST_CACHE/pyx12-venv.
 set -euo pipefail
 
 # Root is needed for apt and, later, for the servers themselves (PAM, setuid).
@@ -165,10 +167,28 @@ else
     log "Pure-FTPd $(cat "$PUREFTPD_DIR/VERSION") unpacked in $PUREFTPD_DIR"
 fi
 
+# 4. pyx12 (PyPI; not packaged by Debian): the X12 oracle of the claims tests
+# (scripts/pyx12-999.py validates 837s and writes their 999). A venv, so the
+# system Python stays as Debian ships it.
+PYX12_VENV=$CACHE/pyx12-venv
+PYX12_VERSION=4.0.0
+if [[ -x $PYX12_VENV/bin/python ]] && "$PYX12_VENV/bin/python" -c "import pyx12.x12n_document" 2>/dev/null; then
+    log "pyx12 already in $PYX12_VENV"
+else
+    if ! all_installed python3-venv; then
+        apt_update_once
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    log "creating $PYX12_VENV with pyx12 $PYX12_VERSION"
+    /usr/bin/python3 -m venv "$PYX12_VENV"
+    "$PYX12_VENV/bin/pip" install -q "pyx12==$PYX12_VERSION"
+fi
+
 log "vsftpd:  $(command -v vsftpd || echo /usr/sbin/vsftpd) ($(dpkg-query -W -f='${Version}' vsftpd))"
 log "proftpd: $PROFTPD_DIR/root/usr/sbin/proftpd, modules in $PROFTPD_DIR/modules"
 log "pure-ftpd: $PUREFTPD_DIR/root/usr/sbin/pure-ftpd ($(cat "$PUREFTPD_DIR/VERSION"))"
 log "pyftpdlib: $(dpkg-query -W -f='${Version}' python3-pyftpdlib), pyOpenSSL $(dpkg-query -W -f='${Version}' python3-openssl)"
+log "pyx12: $PYX12_VENV/bin/python ($("$PYX12_VENV/bin/pip" show pyx12 2>/dev/null | sed -n 's/^Version: //p'))"
 log "promtool: $(command -v promtool) ($(dpkg-query -W -f='${Version}' prometheus))"
 log "aiosmtpd: /usr/bin/python3 -m aiosmtpd ($(dpkg-query -W -f='${Version}' python3-aiosmtpd))"
 log "done"

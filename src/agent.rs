@@ -30,6 +30,11 @@ pub trait Runner: Send + Sync + 'static {
     /// A valid configuration was loaded by SIGHUP (jobs are the agent's
     /// business; this is for settings outside jobs, such as mail).
     fn reconfigure(&self, _cfg: &Config) {}
+
+    /// Once a minute between runs, at the agent's clock: acknowledgement
+    /// deadlines and `expect` windows that passed are reported even when no
+    /// job runs.
+    fn between_runs(&self, _jobs: &[Arc<Job>], _now: DateTime<Utc>) {}
 }
 
 /// The production runner: the transfer engine, whose reports go to the alerter.
@@ -80,6 +85,18 @@ impl Runner for EngineRunner {
             });
         if let Err(e) = recorded {
             tracing::warn!("cannot record the reloaded configuration in the audit trail: {e:#}");
+        }
+    }
+
+    fn between_runs(&self, jobs: &[Arc<Job>], now: DateTime<Utc>) {
+        for job in jobs
+            .iter()
+            .filter(|j| j.edi.as_ref().is_some_and(|e| e.acks_for.is_empty()) || j.expect.is_some())
+        {
+            let report = self.engine.check_deadlines(job, now);
+            if !report.edi.is_empty() {
+                self.alerter.after_deadlines(job, &report);
+            }
         }
     }
 }
@@ -215,6 +232,9 @@ impl Agent {
             max_parallel_jobs = self.cfg.max_parallel_jobs,
             "agent started"
         );
+        // Claims deadlines once a minute, only while some job has any (no
+        // extra timer otherwise: the paused-clock tests see none).
+        let mut deadlines = claims_timer(&self.cfg);
         // systemd (Type=notify): started. Without NOTIFY_SOCKET this does nothing.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         self.beats = self.heartbeat.as_ref().map(|hb| {
@@ -231,10 +251,19 @@ impl Agent {
                         hb.beat();
                     }
                 }
+                _ = next_beat(&mut deadlines) => {
+                    let jobs: Vec<Arc<Job>> = self.slots.values().map(|s| s.job.clone()).collect();
+                    self.runner.between_runs(&jobs, self.clock.now());
+                }
                 Some((job, trigger)) = self.triggers_rx.recv() => self.trigger(&job, trigger),
                 Some(job) = self.done_rx.recv() => self.finished(&job),
                 msg = control.recv() => match msg {
-                    Some(Control::Reload(Ok(cfg))) => self.reload(*cfg),
+                    Some(Control::Reload(Ok(cfg))) => {
+                        self.reload(*cfg);
+                        if deadlines.is_some() != claims_timer(&self.cfg).is_some() {
+                            deadlines = claims_timer(&self.cfg);
+                        }
+                    }
                     Some(Control::Reload(Err(errors))) => {
                         error!("the new configuration is invalid; keeping the running one:\n{errors}");
                     }
@@ -445,6 +474,21 @@ impl Agent {
 }
 
 /// The loop's next heartbeat tick; never, without a heartbeat.
+/// A one-minute timer for claims deadlines, when some job has them.
+fn claims_timer(cfg: &Config) -> Option<tokio::time::Interval> {
+    let any = cfg.jobs.values().any(|j| {
+        j.edi
+            .as_ref()
+            .is_some_and(|e| e.acks_for.is_empty() && e.acks != Default::default())
+            || j.expect.is_some()
+    });
+    any.then(|| {
+        let mut i = tokio::time::interval(Duration::from_secs(60));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        i
+    })
+}
+
 async fn next_beat(beats: &mut Option<tokio::time::Interval>) {
     match beats {
         Some(i) => {

@@ -155,6 +155,14 @@ impl Alerter {
                 bytes += b;
                 failures += x;
             }
+            let (accepted, rejected) = ledger.ack_counts_between(from, to)?;
+            let overdue = ledger.overdue_open()?;
+            if accepted + rejected + overdue > 0 {
+                let _ = writeln!(
+                    body,
+                    "\nAcknowledgements: {accepted} accepted, {rejected} rejected; {overdue} overdue now (ferry acks --pending)"
+                );
+            }
             let _ = writeln!(body, "\nTo look closer: ferry history --since {day}");
             // A copy of the audit trail's head outside this machine: a
             // rewritten trail no longer contains it (ferry audit verify --head).
@@ -187,6 +195,24 @@ impl Alerter {
             self.certificate_expiring(job, exp);
         }
         if let Err(e) = self.decide(job, report, next_run) {
+            error!(job = %job.name, "cannot record the alert: {e:#}");
+        }
+    }
+
+    /// Claims notices found between runs (deadlines passed, expected files
+    /// missing): emailed like a run's, and nothing else is decided.
+    pub fn after_deadlines(&self, job: &Job, report: &RunReport) {
+        let Some(mail) = self.mail() else { return };
+        let result = (|| -> anyhow::Result<()> {
+            let ledger = self
+                .ledger
+                .lock()
+                .map_err(|_| anyhow::anyhow!("ledger lock poisoned"))?;
+            let mut to = mail.to.clone();
+            to.extend(job.alert_to.iter().cloned());
+            self.claims(&ledger, &mail, &to, job, report)
+        })();
+        if let Err(e) = result {
             error!(job = %job.name, "cannot record the alert: {e:#}");
         }
     }
@@ -233,6 +259,7 @@ impl Alerter {
         {
             ledger.resolve_alert(&job.name, "held")?;
         }
+        self.claims(&ledger, mail, &to, job, report)?;
         if let Some(err) = &report.connection_error {
             let subject = format!(
                 "[ferry] FAILED {}: cannot reach {}",
@@ -299,6 +326,178 @@ impl Alerter {
                 self.wake.notify_one();
                 info!(job = %job.name, "recovered; notice queued");
             }
+        }
+        Ok(())
+    }
+
+    /// Claims-awareness alerts: files the envelope gate rejected (critical)
+    /// or held back as duplicates, and the run's acknowledgement notices.
+    /// Control numbers, codes and counts only, never claim or member data.
+    fn claims(
+        &self,
+        ledger: &Ledger,
+        mail: &Mail,
+        to: &[String],
+        job: &Job,
+        report: &RunReport,
+    ) -> anyhow::Result<()> {
+        let rejected: Vec<_> = report
+            .files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::Rejected { .. }))
+            .collect();
+        if !rejected.is_empty() {
+            let n = rejected.len();
+            let subject = format!(
+                "[ferry] CRITICAL {}: {n} file{} REJECTED by the X12 envelope checks",
+                job.name,
+                if n == 1 { "" } else { "s" }
+            );
+            let mut b = format!(
+                "Job {} did not send {n} file{} to {}: they failed the X12 envelope checks
+and were moved out of the outbound folder, each with a reason file beside it.
+
+",
+                job.name,
+                if n == 1 { "" } else { "s" },
+                job.server.name
+            );
+            for (i, f) in rejected.iter().enumerate() {
+                if let FileStatus::Rejected { reason, moved_to } = &f.status {
+                    let shown = shown_name(job, i, &f.name, f.sha256.as_deref());
+                    let moved = if job.redact_file_names {
+                        redact(moved_to, &f.name)
+                    } else {
+                        moved_to.clone()
+                    };
+                    let _ = writeln!(
+                        b,
+                        "  {shown}  {} bytes  sha256 {}
+    moved to: {moved}
+    why: {reason}",
+                        f.bytes,
+                        f.sha256.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            let _ = writeln!(
+                b,
+                "
+Fix each file where it was produced and drop the corrected file into the outbound folder."
+            );
+            ledger.queue_mail(to, &subject, &b)?;
+            self.wake.notify_one();
+        }
+        let dups: Vec<_> = report
+            .files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::Duplicate { .. }))
+            .collect();
+        if !dups.is_empty() {
+            let n = dups.len();
+            let subject = format!(
+                "[ferry] DUPLICATE {}: {n} file{} repeat{} control numbers already sent",
+                job.name,
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" }
+            );
+            let mut b = format!(
+                "Job {} did not send these files to {}: each repeats an interchange or group
+control number sent to that partner within edi.duplicate_window. They stay
+in the outbound folder.
+
+",
+                job.name, job.server.name
+            );
+            let mut names = Vec::new();
+            for (i, f) in dups.iter().enumerate() {
+                if let FileStatus::Duplicate { reason } = &f.status {
+                    let shown = shown_name(job, i, &f.name, f.sha256.as_deref());
+                    let reason = if job.redact_file_names {
+                        redact(reason, &f.name)
+                    } else {
+                        reason.clone()
+                    };
+                    let _ = writeln!(
+                        b,
+                        "  {shown}
+    why: {reason}"
+                    );
+                    names.push(shown);
+                }
+            }
+            let _ = writeln!(
+                b,
+                "
+If the partner really must receive it again: ferry resend {} FILE",
+                job.name
+            );
+            self.alert(
+                ledger,
+                mail,
+                to,
+                job,
+                "duplicate",
+                &subject,
+                &b,
+                &names.join(", "),
+            )?;
+        } else if job.edi.is_some()
+            && ledger.duplicate_names(&job.name)?.is_empty()
+            && ledger.open_alert(&job.name, "duplicate")?.is_some()
+        {
+            ledger.resolve_alert(&job.name, "duplicate")?;
+        }
+        use crate::edi::NoticeKind;
+        let mut groups: std::collections::BTreeMap<(NoticeKind, &str), Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for n in &report.edi {
+            if n.kind != NoticeKind::Accepted {
+                groups
+                    .entry((n.kind, n.job.as_str()))
+                    .or_default()
+                    .push(n.text.as_str());
+            }
+        }
+        for ((kind, about), texts) in groups {
+            let critical = if kind == NoticeKind::Rejected {
+                "CRITICAL "
+            } else {
+                ""
+            };
+            let what = match kind {
+                NoticeKind::Rejected => "acknowledgement(s) REJECTED",
+                NoticeKind::Errors => {
+                    "acknowledgement(s) partially accepted or accepted with errors"
+                }
+                NoticeKind::Overdue => "acknowledgement(s) overdue",
+                NoticeKind::Orphan => "acknowledgement(s) matching nothing sent",
+                NoticeKind::CountMismatch => "transaction set count(s) that do not match",
+                NoticeKind::Missing => "expected file(s) that did not arrive",
+                NoticeKind::Accepted => "acknowledgement(s) accepted",
+            };
+            let subject = format!(
+                "[ferry] {critical}{} {about}: {} {what}",
+                kind.as_str(),
+                texts.len()
+            );
+            let mut b = format!(
+                "Read by job {} ({} {}):
+
+",
+                job.name, job.direction, job.server.name
+            );
+            for t in &texts {
+                let _ = writeln!(b, "  {t}");
+            }
+            let _ = writeln!(
+                b,
+                "
+To look closer: ferry acks --job {about}"
+            );
+            ledger.queue_mail(to, &subject, &b)?;
+            self.wake.notify_one();
+            info!(job = %job.name, about, kind = kind.as_str(), "claims alert queued");
         }
         Ok(())
     }

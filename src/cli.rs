@@ -100,6 +100,18 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Per interchange sent: TA1 / 999 / 277CA status, when each arrived, overdue flags.
+    Acks {
+        /// Only this push job's interchanges.
+        #[arg(long, value_name = "JOB")]
+        job: Option<String>,
+        /// Only interchanges still waiting for an acknowledgement.
+        #[arg(long)]
+        pending: bool,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     Completions {
         #[arg(value_name = "SHELL")]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod edi;
 pub mod ledger;
 pub mod logging;
 pub mod observe;

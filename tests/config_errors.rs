@@ -581,3 +581,108 @@ fn check_warns_about_files_in_the_jobs_folder_that_are_not_jobs() {
         "{text}"
     );
 }
+
+// Claims awareness: `edi`, `expect`, `environment`.
+const PULL: &str = "direction: pull\nserver: ch\nlocal_dir: ../in\nremote_dir: /outbound\n";
+
+fn pull(extra: &str) -> Vec<u8> {
+    format!("{PULL}{extra}").into_bytes()
+}
+
+rejected!(
+    an_unknown_acknowledgement_deadline_is_named,
+    [("jobs/a.yaml", job("edi: { acks: { \"998\": 2h } }\n"))],
+    "jobs/a.yaml:5:23",
+    "unknown acknowledgement '998' in edi.acks, expected one of ta1, \"999\", 277ca"
+);
+rejected!(
+    a_bad_acknowledgement_deadline_is_located,
+    [("jobs/a.yaml", job("edi:\n  acks: { ta1: soon }\n"))],
+    "jobs/a.yaml:6:16",
+    "invalid duration 'soon'"
+);
+rejected!(
+    a_bad_duplicate_window_is_located,
+    [("jobs/a.yaml", job("edi: { duplicate_window: 10x }\n"))],
+    "jobs/a.yaml:5:26",
+    "unknown unit 'x'"
+);
+rejected!(
+    an_empty_sender_id_is_refused,
+    [("jobs/a.yaml", job("edi: { sender_id: \"\" }\n"))],
+    "jobs/a.yaml:5:19",
+    "edi.sender_id must be 1 to 15 printable characters"
+);
+rejected!(
+    push_only_edi_keys_on_a_pull_job_are_refused,
+    [
+        (
+            "jobs/a.yaml",
+            pull("edi: { validate: true, acks_for: [b] }\n")
+        ),
+        ("jobs/b.yaml", job(""))
+    ],
+    "jobs/a.yaml:5:18",
+    "edi.validate applies only to push jobs"
+);
+rejected!(
+    acks_for_on_a_push_job_is_refused,
+    [("jobs/a.yaml", job("edi: { acks_for: [a] }\n"))],
+    "jobs/a.yaml:5:18",
+    "edi.acks_for applies only to pull jobs"
+);
+rejected!(
+    acks_for_naming_no_job_is_refused,
+    [("jobs/a.yaml", pull("edi: { acks_for: [claims-out] }\n"))],
+    "jobs/a.yaml:5:19",
+    "edi.acks_for names 'claims-out', which is not a job"
+);
+rejected!(
+    acks_for_naming_a_pull_job_is_refused,
+    [("jobs/a.yaml", pull("edi: { acks_for: [a] }\n"))],
+    "jobs/a.yaml:5:19",
+    "'a', a pull job; expected a push job"
+);
+rejected!(
+    expect_on_a_push_job_is_refused,
+    [(
+        "jobs/a.yaml",
+        job("expect: { schedule: \"0 6 * * 2\", within: 2h }\n")
+    )],
+    "jobs/a.yaml:5:9",
+    "expect applies only to pull jobs"
+);
+rejected!(
+    a_bad_expect_schedule_is_located,
+    [(
+        "jobs/a.yaml",
+        pull("expect: { schedule: \"0 6 * * funday\", within: 2h }\n")
+    )],
+    "jobs/a.yaml:5:21",
+    "expect:"
+);
+rejected!(
+    an_unknown_server_environment_is_named,
+    [("ferry.yaml", agent("    environment: staging\n"))],
+    "ferry.yaml:6:18",
+    "staging"
+);
+
+#[test]
+fn a_full_claims_configuration_passes_check() {
+    let fx = Fixture::new(&[
+        ("ferry.yaml", &agent("    environment: production\n")),
+        (
+            "jobs/a.yaml",
+            &job(
+                "edi: { validate: true, sender_id: ACME, receiver_id: CH, duplicate_window: 30d, acks: { ta1: 2h, \"999\": 24h, 277ca: 2d } }\n",
+            ),
+        ),
+        (
+            "jobs/b.yaml",
+            &pull("edi: { acks_for: [a] }\nexpect: { schedule: \"0 6 * * 2\", within: 2h }\n"),
+        ),
+    ]);
+    let out = fx.ferry(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

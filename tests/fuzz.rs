@@ -1,6 +1,6 @@
 //! Coverage-free fuzzing on stable Rust: seeded mutations of valid inputs
 //! fed to the configuration loader, the listing parser, the HASH reply
-//! parser and the FTP reply reader (a fake server answering every command
+//! parser, the X12 envelope reader and the FTP reply reader (a fake server answering every command
 //! with mutated replies). None may panic or hang.
 //!
 //! Each target runs `FERRY_FUZZ_SECS` seconds (default 3, as in CI);
@@ -72,6 +72,19 @@ const TOKENS: &[&[u8]] = &[
     b"PM",
     b" -> ",
     b"\xc3\xa9",
+    b"~",
+    b"*",
+    b"ISA*",
+    b"GS*",
+    b"ST*",
+    b"SE*",
+    b"GE*",
+    b"IEA*",
+    b"TA1*",
+    b"AK2*",
+    b"HL*",
+    b"TRN*",
+    b"STC*",
 ];
 
 impl Mutator {
@@ -225,6 +238,55 @@ fn fuzz_the_hash_reply_parser_never_panics() {
         for cmd in [HashCommand::Hash, HashCommand::XSha256] {
             let _ = parse_hash_reply(&text, cmd);
         }
+    });
+}
+
+/// Hands out one byte per read: the reader must not depend on where reads end.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() || buf.is_empty() {
+            return Ok(0);
+        }
+        buf[0] = self.0[0];
+        self.0 = &self.0[1..];
+        Ok(1)
+    }
+}
+
+#[test]
+fn fuzz_the_x12_envelope_reader_never_panics() {
+    use support::x12;
+    let sent = x12::p837(101, 101, &["PCN0001", "PCN0002"]);
+    let pipes = x12::Style {
+        element: '|',
+        component: '>',
+        repetition: '!',
+        terminator: '\n',
+        wrap: "",
+    };
+    let seeds: Vec<Vec<u8>> = vec![
+        sent.render(x12::PLAIN),
+        sent.render(x12::CRLF),
+        sent.render(pipes),
+        x12::a999(
+            &sent,
+            &[("0001", "R", &["IK3*N4*9**3", "IK4*2**7*XX"])],
+            "R",
+        )
+        .render(x12::PLAIN),
+        x12::ta1(&sent, "R", "022").render(x12::CRLF),
+        x12::c277(&sent, &[("PCN0001", "A2"), ("PCN0002", "A7")]).render(x12::PLAIN),
+        x12::r835(5).render(x12::PLAIN),
+    ];
+    fuzz("x12", seeds, |input| {
+        let env = ferry::edi::read(input).expect("reading from memory cannot fail");
+        let _ = ferry::edi::gate::check(&env, &ferry::edi::Rules::default());
+        let _ = ferry::edi::ack::kinds(&env);
+        // Where reads end changes nothing.
+        let slow = ferry::edi::read(Trickle(input)).expect("reading from memory cannot fail");
+        assert_eq!(env, slow, "the same bytes read in 1-byte reads differ");
     });
 }
 

@@ -111,6 +111,18 @@ fn describe(s: &mut String, job: &Job, now: chrono::DateTime<Utc>) {
         job.retry.attempts,
         plural(job.retry.attempts as usize)
     );
+    if let Some(e) = &job.edi {
+        let _ = writeln!(s, "  edi      {}", edi_line(e, srv.environment));
+    }
+    if let Some(e) = &job.expect {
+        let _ = writeln!(
+            s,
+            "  expect   a file within {} of \"{}\" ({})",
+            config::format_duration(e.within),
+            e.schedule.expr,
+            e.schedule.tz
+        );
+    }
     let watch = if job.watch() { "yes" } else { "no" };
     match &job.schedule {
         Some(sched) => {
@@ -152,6 +164,42 @@ fn describe(s: &mut String, job: &Job, now: chrono::DateTime<Utc>) {
             );
         }
     }
+}
+
+/// A job's `edi:` settings in one line.
+fn edi_line(e: &config::Edi, env: Option<config::Environment>) -> String {
+    if !e.acks_for.is_empty() {
+        return format!("acknowledgements for {}", e.acks_for.join(", "));
+    }
+    let mut parts = vec![if e.validate {
+        format!(
+            "envelope checks on{}",
+            env.map_or(String::new(), |e| format!(" ({} server)", e.as_str()))
+        )
+    } else {
+        "envelope checks off".to_string()
+    }];
+    for (k, v) in [("sender", &e.sender_id), ("receiver", &e.receiver_id)] {
+        if let Some(v) = v {
+            parts.push(format!("{k} {v}"));
+        }
+    }
+    parts.push(format!(
+        "duplicates refused for {}",
+        config::format_duration(e.duplicate_window)
+    ));
+    let acks: Vec<String> = [
+        ("TA1", e.acks.ta1),
+        ("999", e.acks.ack999),
+        ("277CA", e.acks.ca277),
+    ]
+    .into_iter()
+    .filter_map(|(k, d)| d.map(|d| format!("{k} {}", config::format_duration(d))))
+    .collect();
+    if !acks.is_empty() {
+        parts.push(format!("acks due within {}", acks.join(", ")));
+    }
+    parts.join(", ")
 }
 
 fn plural(n: usize) -> &'static str {

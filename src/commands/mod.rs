@@ -1,6 +1,7 @@
 //! One function per command. Each returns an [`Outcome`] or an error; only
 //! `main` turns those into exit codes.
 
+mod acks;
 mod audit;
 mod check;
 mod generate;
@@ -84,6 +85,10 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Status { json } => {
             let cfg = load(&path)?;
             report::status(&cfg, json, out)
+        }
+        Command::Acks { job, pending, json } => {
+            let cfg = load(&path)?;
+            acks::acks(&cfg, job.as_deref(), pending, json, out)
         }
         Command::History {
             job,

@@ -45,7 +45,8 @@ pub fn once(
         crate::alert::run_span(job, &report)
             .in_scope(|| alerter.after_run(job, &report, &crate::transfer::next_run_text(job)));
         // A job that could not run (connect, login, listing) fails like a file.
-        any_failed |= report.failed() > 0 || report.connection_error.is_some();
+        any_failed |=
+            report.failed() > 0 || report.blocked() > 0 || report.connection_error.is_some();
         write_all(out, &render(&report, &job.server.name))?;
         out.flush().ok();
     }
@@ -108,6 +109,17 @@ fn render(r: &RunReport, server: &str) -> String {
                     name = f.name
                 ),
             ),
+            FileStatus::Rejected { reason, moved_to } => (
+                "REJECTED",
+                format!("moved to {moved_to} (reason file beside it): {reason}"),
+            ),
+            FileStatus::Duplicate { reason } => (
+                "DUPLICATE",
+                format!(
+                    "not sent: {reason}; it stays in the outbound folder (send it anyway: ferry resend {} {})",
+                    r.job, f.name
+                ),
+            ),
             FileStatus::AlreadyDelivered { .. } => {
                 skipped += 1;
                 continue;
@@ -118,6 +130,14 @@ fn render(r: &RunReport, server: &str) -> String {
         if let (FileStatus::Delivered, Some(note)) = (&f.status, &f.note) {
             let _ = writeln!(s, "  {:<10} {}  ({note})", "", f.name);
         }
+    }
+    for n in &r.edi {
+        let file = n
+            .file
+            .as_deref()
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        let _ = writeln!(s, "  {:<10} {file}{}", n.kind.as_str(), n.text);
     }
     let delivered = r.delivered();
     let hash = r
@@ -149,6 +169,9 @@ fn render(r: &RunReport, server: &str) -> String {
     }
     if r.held() > 0 {
         let _ = write!(s, ", {} held", r.held());
+    }
+    if r.blocked() > 0 {
+        let _ = write!(s, ", {} blocked by the X12 checks", r.blocked());
     }
     if skipped > 0 {
         let _ = write!(s, ", {skipped} already delivered earlier (not sent again)");

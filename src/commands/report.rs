@@ -24,6 +24,11 @@ struct JobStatus {
     failed: u64,
     /// Files waiting for an operator's `ferry confirm` or `ferry resend`.
     held: u64,
+    /// Push jobs with `edi`: files held back for repeating control numbers
+    /// (they wait for `ferry resend`).
+    duplicates: u64,
+    /// Push jobs with `edi.acks`: interchanges with an acknowledgement past its deadline.
+    acks_overdue: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +87,21 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
             waiting,
             failed: counts.failed,
             held: counts.held,
+            duplicates: match (&ledger, &job.edi) {
+                (Some(l), Some(_)) if job.direction == Direction::Push => {
+                    l.duplicate_names(&job.name)?
+                        .iter()
+                        .filter(|n| job.local_dir.join(n).exists())
+                        .count() as u64
+                }
+                _ => 0,
+            },
+            acks_overdue: match (&ledger, &job.edi) {
+                (Some(l), Some(e)) if job.direction == Direction::Push => {
+                    crate::edi::track::overdue_count(l, &job.name, &e.acks, now)?
+                }
+                _ => 0,
+            },
         });
     }
     if json {
@@ -112,32 +132,44 @@ pub fn status(cfg: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<O
                     .as_deref()
                     .map_or_else(|| next_without_schedule(cfg, &r.job), short_time),
                 r.waiting.to_string(),
-                if r.held > 0 {
-                    format!("{} +{} held", r.failed, r.held)
-                } else {
-                    r.failed.to_string()
+                {
+                    let mut f = r.failed.to_string();
+                    if r.held > 0 {
+                        f.push_str(&format!(" +{} held", r.held));
+                    }
+                    if r.duplicates > 0 {
+                        f.push_str(&format!(" +{} duplicate", r.duplicates));
+                    }
+                    f
                 },
+                r.acks_overdue.to_string(),
             ]
         })
         .collect();
-    write_all(
-        out,
-        &render_table(
-            &[
-                "JOB",
-                "DIR",
-                "STATE",
-                "LAST RUN (UTC)",
-                "RESULT",
-                "NEXT RUN (UTC)",
-                "WAITING",
-                "FAILED",
-            ],
-            &table,
-            0,
-            Some(4),
-        ),
-    )?;
+    let mut header = vec![
+        "JOB",
+        "DIR",
+        "STATE",
+        "LAST RUN (UTC)",
+        "RESULT",
+        "NEXT RUN (UTC)",
+        "WAITING",
+        "FAILED",
+        "ACKS OVERDUE",
+    ];
+    // The column only where some job awaits acknowledgements (the table is wide enough).
+    let mut table = table;
+    if !cfg
+        .jobs
+        .values()
+        .any(|j| j.edi.as_ref().is_some_and(|e| e.acks_for.is_empty()))
+    {
+        header.pop();
+        for row in &mut table {
+            row.pop();
+        }
+    }
+    write_all(out, &render_table(&header, &table, 0, Some(4)))?;
     Ok(Outcome::Success)
 }
 
@@ -232,7 +264,7 @@ pub fn history(
 }
 
 /// `2026-11-24T01:40:20.123Z` -> `2026-11-24 01:40:20`.
-fn short_time(rfc3339: &str) -> String {
+pub(super) fn short_time(rfc3339: &str) -> String {
     rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ")
 }
 
@@ -243,7 +275,7 @@ const MAX_WIDTH: usize = 100;
 /// Left-aligned columns, two spaces apart; numbers right-aligned. If the
 /// table is wider than [`MAX_WIDTH`], column `shrink` gives way (cells cut
 /// with an ellipsis). Column `status`, if any, is coloured on a terminal.
-fn render_table(
+pub(super) fn render_table(
     header: &[&str],
     rows: &[Vec<String>],
     shrink: usize,

@@ -240,6 +240,11 @@ fn load_jobs(
         .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p.is_file())
         .collect();
     files.sort();
+    let job_files: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let mut acks_for: Vec<(PathBuf, String, Location)> = Vec::new();
     for file in files {
         let stem = file
             .file_stem()
@@ -266,8 +271,36 @@ fn load_jobs(
             dir: &dir,
             errors,
         };
+        if let Some(list) = doc.edi.as_ref().and_then(|e| e.value.acks_for.as_ref()) {
+            for v in &list.value {
+                acks_for.push((file.clone(), v.value.clone(), v.referenced));
+            }
+        }
         if let Some(job) = cx.job(&stem, &doc, servers, declared, defaults) {
             jobs.insert(stem, job);
+        }
+    }
+    // A pull job's edi.acks_for names push jobs (checked once every job is read).
+    for (file, name, loc) in acks_for {
+        let problem = match jobs.get(&name) {
+            Some(j) if j.direction == Direction::Push => continue,
+            Some(_) => format!("edi.acks_for names '{name}', a pull job; expected a push job"),
+            None if job_files.contains(&name) => continue, // invalid, reported already
+            None => format!("edi.acks_for names '{name}', which is not a job"),
+        };
+        errors.push(ConfigError::at(&file, &loc, problem));
+    }
+    let deadlines: BTreeMap<String, AckDeadlines> = jobs
+        .iter()
+        .filter_map(|(n, j)| j.edi.as_ref().map(|e| (n.clone(), e.acks)))
+        .collect();
+    for job in jobs.values_mut() {
+        if let Some(e) = job.edi.as_mut() {
+            e.deadlines_for = e
+                .acks_for
+                .iter()
+                .map(|n| (n.clone(), deadlines.get(n).copied().unwrap_or_default()))
+                .collect();
         }
     }
     (jobs, notices, sources)
@@ -896,6 +929,10 @@ impl Cx<'_> {
             passive_nat_workaround: s.passive_nat_workaround.as_ref().is_some_and(|v| v.value),
             trust_pasv_address: s.trust_pasv_address.as_ref().is_some_and(|v| v.value),
             consumes: s.consumes.as_ref().is_some_and(|v| v.value),
+            environment: s.environment.as_ref().map(|e| match e.value {
+                raw::Environment::Production => Environment::Production,
+                raw::Environment::Test => Environment::Test,
+            }),
             max_listing,
             timeout: timeout?,
             max_connections,
@@ -1276,6 +1313,48 @@ impl Cx<'_> {
             Some(list) => self.mailboxes(list, "alert_to"),
             None => Some(Vec::new()),
         };
+        let edi = match &j.edi {
+            Some(e) => match self.edi(&e.value, direction) {
+                Some(e) => Some(e),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        let expect = match (&j.expect, direction, timezone) {
+            (None, _, _) => None,
+            (Some(e), raw::Direction::Push, _) => {
+                self.err(
+                    &e.referenced,
+                    "expect applies only to pull jobs; this job has direction: push",
+                );
+                ok = false;
+                None
+            }
+            (Some(e), raw::Direction::Pull, Some(tz)) => {
+                let schedule = match Schedule::parse(&e.value.schedule.value, tz) {
+                    Ok(s) => Some(s),
+                    Err(msg) => {
+                        self.err(
+                            &e.value.schedule.referenced,
+                            format!("job '{name}': expect: {msg}"),
+                        );
+                        None
+                    }
+                };
+                let within = self.positive_duration(&e.value.within, "expect.within");
+                match (schedule, within) {
+                    (Some(schedule), Some(within)) => Some(Expect { schedule, within }),
+                    _ => {
+                        ok = false;
+                        None
+                    }
+                }
+            }
+            (Some(_), raw::Direction::Pull, None) => None,
+        };
         let (include, exclude) = (include?, exclude?);
         if !ok {
             return None;
@@ -1297,7 +1376,112 @@ impl Cx<'_> {
             alert_to: alert_to?,
             catch_up: j.catch_up.as_ref().map_or(CatchUp::One, |c| c.value),
             redact_file_names: j.redact_file_names.as_ref().is_some_and(|v| v.value),
+            edi,
+            expect,
         })
+    }
+
+    /// A job's `edi:` block: the push keys on push jobs, `acks_for` on pull
+    /// jobs (its names are checked against the other jobs once all are read).
+    fn edi(&mut self, e: &raw::Edi, direction: raw::Direction) -> Option<Edi> {
+        let mut ok = true;
+        let mut out = Edi {
+            duplicate_window: Duration::from_secs(365 * 86_400),
+            ..Edi::default()
+        };
+        let push_keys = [
+            ("validate", e.validate.as_ref().map(|v| v.referenced)),
+            ("sender_id", e.sender_id.as_ref().map(|v| v.referenced)),
+            ("receiver_id", e.receiver_id.as_ref().map(|v| v.referenced)),
+            (
+                "duplicate_window",
+                e.duplicate_window.as_ref().map(|v| v.referenced),
+            ),
+            ("acks", e.acks.as_ref().map(|v| v.referenced)),
+        ];
+        match direction {
+            raw::Direction::Pull => {
+                for (key, loc) in push_keys {
+                    if let Some(loc) = loc {
+                        self.err(
+                            &loc,
+                            format!("edi.{key} applies only to push jobs; this job has direction: pull (a pull job names the pushes it acknowledges with edi.acks_for)"),
+                        );
+                        ok = false;
+                    }
+                }
+                match &e.acks_for {
+                    Some(list) if list.value.is_empty() => {
+                        self.err(
+                            &list.referenced,
+                            "edi.acks_for is empty, expected the names of push jobs",
+                        );
+                        ok = false;
+                    }
+                    Some(list) => {
+                        out.acks_for = list.value.iter().map(|v| v.value.clone()).collect();
+                    }
+                    None => {}
+                }
+            }
+            raw::Direction::Push => {
+                if let Some(v) = &e.acks_for {
+                    self.err(
+                        &v.referenced,
+                        "edi.acks_for applies only to pull jobs; this job has direction: push",
+                    );
+                    ok = false;
+                }
+                out.validate = e.validate.as_ref().is_some_and(|v| v.value);
+                for (key, v, slot) in [
+                    ("sender_id", &e.sender_id, &mut out.sender_id),
+                    ("receiver_id", &e.receiver_id, &mut out.receiver_id),
+                ] {
+                    if let Some(v) = v {
+                        let t = v.value.trim();
+                        if t.is_empty()
+                            || t.len() > 15
+                            || !t.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                        {
+                            self.err(
+                                &v.referenced,
+                                format!("edi.{key} must be 1 to 15 printable characters (an ISA06/ISA08 id)"),
+                            );
+                            ok = false;
+                        }
+                        *slot = Some(t.to_string());
+                    }
+                }
+                if let Some(v) = &e.duplicate_window {
+                    match self.positive_duration(v, "edi.duplicate_window") {
+                        Some(d) => out.duplicate_window = d,
+                        None => ok = false,
+                    }
+                }
+                if let Some(acks) = &e.acks {
+                    for (key, v) in &acks.value {
+                        let slot = match key.as_str() {
+                            "ta1" => &mut out.acks.ta1,
+                            "999" => &mut out.acks.ack999,
+                            "277ca" => &mut out.acks.ca277,
+                            other => {
+                                self.err(
+                                    &v.referenced,
+                                    format!("unknown acknowledgement '{other}' in edi.acks, expected one of ta1, \"999\", 277ca"),
+                                );
+                                ok = false;
+                                continue;
+                            }
+                        };
+                        match self.positive_duration(v, &format!("edi.acks.{key}")) {
+                            Some(d) => *slot = Some(d),
+                            None => ok = false,
+                        }
+                    }
+                }
+            }
+        }
+        ok.then_some(out)
     }
 }
 

@@ -92,6 +92,15 @@ pub struct Server {
     pub max_connections: Option<At<u32>>,
     pub consumes: Option<At<bool>>,
     pub max_listing: Option<At<u64>>,
+    pub environment: Option<At<Environment>>,
+}
+
+/// `servers.<name>.environment`: whether the partner's server takes test or production data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Production,
+    Test,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -158,6 +167,30 @@ pub struct JobFile {
     pub poll_interval: Option<At<String>>,
     pub rescan_interval: Option<At<String>>,
     pub redact_file_names: Option<At<bool>>,
+    pub edi: Option<At<Edi>>,
+    pub expect: Option<At<Expect>>,
+}
+
+/// `edi:` on a job: the envelope gate and duplicate control (push), the
+/// acknowledgement deadlines (push) and which pushes a pull's files answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edi {
+    pub validate: Option<At<bool>>,
+    pub sender_id: Option<At<String>>,
+    pub receiver_id: Option<At<String>>,
+    pub duplicate_window: Option<At<String>>,
+    /// `{ ta1: 2h, "999": 24h, 277ca: 2d }`: keys are checked in `load`.
+    pub acks: Option<At<BTreeMap<String, At<String>>>>,
+    pub acks_for: Option<At<Vec<At<String>>>>,
+}
+
+/// `expect:` on a pull job: a file should arrive within `within` of each `schedule` tick.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub schedule: At<String>,
+    pub within: At<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

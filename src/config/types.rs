@@ -13,6 +13,7 @@ use globset::GlobSet;
 pub use super::raw::{
     AfterPush, CatchUp, Direction, LogFormat, SmtpSecurity, TlsMode, Upload, Verify, WatchMode,
 };
+pub use crate::edi::Environment;
 use crate::schedule::Schedule;
 
 /// The whole configuration: agent settings and every job, validated.
@@ -169,6 +170,9 @@ pub struct Server {
     /// A listing with more entries than this is an error (a hostile or
     /// broken server cannot make ferry's memory grow without bound).
     pub max_listing: u64,
+    /// `environment`: the envelope gate refuses ISA15 `P` to a test server
+    /// and `T` to a production one.
+    pub environment: Option<Environment>,
 }
 
 impl Server {
@@ -194,6 +198,7 @@ impl Server {
             max_connections: 2,
             consumes: false,
             max_listing: 100_000,
+            environment: None,
         }
     }
 }
@@ -310,6 +315,47 @@ pub struct Job {
     pub catch_up: CatchUp,
     /// Alerts name files by number and hash only (names can carry member identifiers).
     pub redact_file_names: bool,
+    /// Claims awareness (`edi:`); `None` when the job treats files as bytes.
+    pub edi: Option<Edi>,
+    /// Pull: a file should arrive in a window after each tick of this schedule.
+    pub expect: Option<Expect>,
+}
+
+/// Deadlines for the acknowledgements of an interchange a push job sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckDeadlines {
+    /// TA1, expected only when the interchange asked for one (ISA14 = 1).
+    pub ta1: Option<Duration>,
+    pub ack999: Option<Duration>,
+    /// 277CA, for 837 claim sets.
+    pub ca277: Option<Duration>,
+}
+
+/// A job's `edi:` settings; the push-only and pull-only keys are checked at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edi {
+    /// Push: block a file that fails the structural checks.
+    pub validate: bool,
+    /// Push: ISA06 must be this.
+    pub sender_id: Option<String>,
+    /// Push: ISA08 must be this.
+    pub receiver_id: Option<String>,
+    /// Push: an interchange or group control number sent to this partner
+    /// within this window is not sent again.
+    pub duplicate_window: Duration,
+    pub acks: AckDeadlines,
+    /// Pull: the push jobs whose interchanges this job's files acknowledge.
+    pub acks_for: Vec<String>,
+    /// Pull: those push jobs' deadlines (filled in once every job is read),
+    /// so a run of this job can tell what is overdue.
+    pub deadlines_for: Vec<(String, AckDeadlines)>,
+}
+
+/// `expect:` on a pull job.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub schedule: Schedule,
+    pub within: Duration,
 }
 
 impl Job {

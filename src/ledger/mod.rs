@@ -2,6 +2,7 @@
 //! in this module; the rest of ferry speaks in the types below.
 
 mod audit;
+mod edi;
 mod journey;
 mod lock;
 mod schema;
@@ -102,6 +103,7 @@ pub fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub use edi::{Due, GroupMatch, GroupRow, InterchangeRow, SetRow};
 pub use journey::{FileState, Intent, Status};
 
 /// The strongest check that passed.
@@ -691,6 +693,10 @@ impl Ledger {
             extra,
             |rec| audit::append(&tx, rec, &t),
         )?;
+        if state == FileState::Verified {
+            // A push file delivered: its interchange counts as sent (duplicate control, acks).
+            Ledger::mark_interchange_sent(&tx, file_id, &t)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -1083,7 +1089,9 @@ impl Ledger {
         let open: Vec<Alert> = self
             .open_alerts(job)?
             .into_iter()
-            .filter(|a| !a.cause.starts_with("certificate") && a.cause != "held")
+            .filter(|a| {
+                !a.cause.starts_with("certificate") && a.cause != "held" && a.cause != "duplicate"
+            })
             .collect();
         let t = now();
         for a in &open {

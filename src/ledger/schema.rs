@@ -154,4 +154,104 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_time ON audit (at);
     CREATE INDEX audit_by_hash ON audit (hash);
     "#,
+    // 5: claims awareness (issue 14). The envelope of every interchange a
+    // push job with `edi:` sends (control numbers, counts, SHA-256 of each
+    // CLM01, never claim data), the acknowledgement status of each
+    // interchange, group, set and claim (codes only), every acknowledgement
+    // file a pull job read, files the gate blocked, operator overrides of a
+    // duplicate block, and the expected-file windows already alerted.
+    r#"
+    CREATE TABLE edi_interchanges (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        server        TEXT NOT NULL,             -- the partner: duplicates are per server
+        file_id       INTEGER NOT NULL,          -- no reference: retention prunes files
+        file          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        isa05 TEXT NOT NULL, isa06 TEXT NOT NULL, isa07 TEXT NOT NULL, isa08 TEXT NOT NULL,
+        isa13 TEXT NOT NULL, isa14 TEXT NOT NULL, isa15 TEXT NOT NULL,
+        recorded_at   TEXT NOT NULL,
+        sent_at       TEXT,                      -- set when the file is verified delivered
+        ta1_status    TEXT,                      -- accepted | accepted_with_errors | rejected
+        ta1_code      TEXT,                      -- TA105
+        ta1_at        TEXT,
+        ta1_overdue_at TEXT,                     -- when the overdue alert went out
+        override_by   TEXT                       -- `ferry resend` of a duplicate: who
+    );
+    CREATE INDEX edi_interchanges_key ON edi_interchanges (server, isa06, isa08, isa13);
+    CREATE INDEX edi_interchanges_file ON edi_interchanges (file_id);
+
+    CREATE TABLE edi_groups (
+        id            INTEGER PRIMARY KEY,
+        interchange_id INTEGER NOT NULL REFERENCES edi_interchanges (id),
+        gs01 TEXT NOT NULL, gs02 TEXT NOT NULL, gs03 TEXT NOT NULL, gs06 TEXT NOT NULL, gs08 TEXT NOT NULL,
+        sets          INTEGER NOT NULL,          -- ST count (GE01)
+        ack_status    TEXT,                      -- the 999's AK9
+        ack_codes     TEXT,                      -- AK905-AK909
+        ack_included  INTEGER,                   -- AK902
+        ack_accepted  INTEGER,                   -- AK904
+        ack_at        TEXT,
+        ack_overdue_at TEXT
+    );
+    CREATE INDEX edi_groups_key ON edi_groups (gs01, gs06);
+
+    CREATE TABLE edi_sets (
+        id            INTEGER PRIMARY KEY,
+        group_id      INTEGER NOT NULL REFERENCES edi_groups (id),
+        st01 TEXT NOT NULL, st02 TEXT NOT NULL, st03 TEXT NOT NULL,
+        bht03         TEXT,
+        claims        INTEGER NOT NULL DEFAULT 0,
+        ack_status    TEXT,                      -- the 999's IK5
+        ack_codes     TEXT,                      -- IK3/IK4/IK5 codes with positions
+        ca_status     TEXT,                      -- the 277CA, rolled up over claims
+        ca_accepted   INTEGER,
+        ca_rejected   INTEGER,
+        ca_at         TEXT,
+        ca_overdue_at TEXT
+    );
+    CREATE INDEX edi_sets_bht ON edi_sets (bht03);
+
+    CREATE TABLE edi_claims (
+        set_id        INTEGER NOT NULL REFERENCES edi_sets (id),
+        claim         TEXT NOT NULL,             -- SHA-256 of CLM01, never CLM01 itself
+        status        TEXT,                      -- from the 277CA
+        codes         TEXT,                      -- STC01-1 categories
+        at            TEXT
+    );
+    CREATE INDEX edi_claims_by_set ON edi_claims (set_id, claim);
+
+    CREATE TABLE edi_acks (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,             -- the pull job that read it
+        file_id       INTEGER NOT NULL,          -- no reference: retention prunes files
+        file          TEXT NOT NULL,
+        kind          TEXT NOT NULL,             -- TA1 | 999 | 277CA | 835 | other
+        received_at   TEXT NOT NULL,
+        interchange_id INTEGER REFERENCES edi_interchanges (id),
+        outcome       TEXT NOT NULL,             -- matched | orphan | unread | informational
+        detail        TEXT                       -- codes and counts only
+    );
+    CREATE INDEX edi_acks_file ON edi_acks (file_id);
+
+    CREATE TABLE edi_blocked (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        file          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('invalid', 'duplicate')),
+        reason        TEXT NOT NULL,             -- codes and positions only
+        at            TEXT NOT NULL,
+        moved_to      TEXT,                      -- invalid: where the file went
+        override_by   TEXT,                      -- duplicate: `ferry resend`, who
+        override_at   TEXT
+    );
+    CREATE INDEX edi_blocked_by_job ON edi_blocked (job, file);
+
+    CREATE TABLE edi_expect_alerts (
+        job           TEXT NOT NULL,
+        window_start  TEXT NOT NULL,
+        alerted_at    TEXT NOT NULL,
+        PRIMARY KEY (job, window_start)
+    );
+    "#,
 ];

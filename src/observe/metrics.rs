@@ -39,10 +39,8 @@ pub struct Metrics {
     login_failures: Family<ServerLabel, Counter>,
     certificate_expiry: Family<ServerLabel, Gauge>,
     outbox_pending: Gauge,
-    // Hook for claims tracking (acknowledgements overdue): register a
-    // `Family<JobLabel, Gauge>` as `job_acknowledgements_overdue` here and set
-    // it in `refresh` from the ledger's acknowledgement records. Nothing is
-    // exported for it until those records exist.
+    /// Push jobs with `edi.acks`: interchanges with an acknowledgement past its deadline.
+    acks_overdue: Family<JobLabel, Gauge>,
     /// The jobs and servers of the configuration now running (SIGHUP changes them).
     current: Mutex<Current>,
 }
@@ -71,6 +69,7 @@ impl Metrics {
             login_failures: Family::default(),
             certificate_expiry: Family::default(),
             outbox_pending: Gauge::default(),
+            acks_overdue: Family::default(),
             current: Mutex::new(Current::default()),
             registry: Registry::with_prefix("ferry"),
         };
@@ -116,6 +115,11 @@ impl Metrics {
             "job_files_held",
             "Files held for an operator's ferry confirm or ferry resend",
             m.files_held.clone(),
+        );
+        registry.register(
+            "job_acknowledgements_overdue",
+            "Interchanges sent whose TA1, 999 or 277CA is past its deadline (push jobs with edi.acks)",
+            m.acks_overdue.clone(),
         );
         registry.register(
             "server_sessions_open",
@@ -166,7 +170,12 @@ impl Metrics {
             ] {
                 f.remove(&l);
             }
-            for f in [&self.last_success, &self.files_waiting, &self.files_held] {
+            for f in [
+                &self.last_success,
+                &self.files_waiting,
+                &self.files_held,
+                &self.acks_overdue,
+            ] {
                 f.remove(&l);
             }
         }
@@ -180,6 +189,11 @@ impl Metrics {
                 &self.files_failed,
             ] {
                 let _ = f.get_or_create(&l);
+            }
+        }
+        for (name, j) in &cfg.jobs {
+            if j.direction == Direction::Push {
+                let _ = self.acks_overdue.get_or_create(&job(name));
             }
         }
         for s in cfg.servers.keys() {
@@ -257,6 +271,21 @@ impl Metrics {
                     self.files_waiting.get_or_create(&l).set(waiting as i64);
                 }
                 Err(e) => warn!(job = %j.name, "metrics: cannot read the ledger: {e:#}"),
+            }
+            if let (Direction::Push, Some(e)) = (j.direction, &j.edi) {
+                match crate::edi::track::overdue_count(
+                    &ledger,
+                    &j.name,
+                    &e.acks,
+                    chrono::Utc::now(),
+                ) {
+                    Ok(n) => {
+                        self.acks_overdue.get_or_create(&l).set(n as i64);
+                    }
+                    Err(e) => {
+                        warn!(job = %j.name, "metrics: cannot read the acknowledgements: {e:#}")
+                    }
+                };
             }
         }
         match ledger.outbox() {

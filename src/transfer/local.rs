@@ -111,7 +111,11 @@ pub fn waiting_count(job: &Job, ledger: Option<&crate::ledger::Ledger>) -> anyho
         }
         let mtime: DateTime<Utc> = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into();
         let delivered = match ledger {
-            Some(l) => l.is_delivered(&job.name, &name, meta.len(), mtime)?,
+            // A duplicate held back by the X12 gate waits for an operator, not for a run.
+            Some(l) => {
+                l.is_delivered(&job.name, &name, meta.len(), mtime)?
+                    || (job.edi.is_some() && l.duplicate_block(&job.name, &name)?.is_some())
+            }
             None => false,
         };
         if !delivered {

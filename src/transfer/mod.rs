@@ -5,6 +5,7 @@
 //! starts by reconciling what an earlier run left unfinished with what the
 //! server actually has, so a crash never loses, halves or doubles a file.
 
+mod acks;
 pub mod local;
 pub mod operator;
 mod pull;
@@ -118,6 +119,18 @@ pub enum FileStatus {
     Held {
         reason: String,
     },
+    /// Blocked by the X12 envelope gate (`edi.validate`): moved to
+    /// `state_dir/rejected/<job>/` with a reason file, never sent.
+    Rejected {
+        reason: String,
+        moved_to: String,
+    },
+    /// Repeats an interchange or group control number already sent to this
+    /// partner within `edi.duplicate_window`: left in the outbound folder
+    /// until `ferry resend JOB FILE`.
+    Duplicate {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +176,8 @@ pub struct RunReport {
     pub certificate_expiry: Option<chrono::DateTime<chrono::Utc>>,
     /// Listing lines ferry could not read (each logged as a warning).
     pub listing_unparsed: u64,
+    /// Acknowledgements read, overdue, orphaned; expected files missing.
+    pub edi: Vec<crate::edi::Notice>,
     /// The run's row in the ledger (`run_id` in the logs); `None` if it could not be recorded.
     pub run_id: Option<i64>,
 }
@@ -181,6 +196,7 @@ impl RunReport {
             duration: Duration::ZERO,
             certificate_expiry: None,
             listing_unparsed: 0,
+            edi: Vec::new(),
             run_id: None,
         }
     }
@@ -189,6 +205,19 @@ impl RunReport {
         self.files
             .iter()
             .filter(|f| matches!(f.status, FileStatus::Held { .. }))
+            .count()
+    }
+
+    /// Files the envelope gate blocked (invalid or duplicate).
+    pub fn blocked(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.status,
+                    FileStatus::Rejected { .. } | FileStatus::Duplicate { .. }
+                )
+            })
             .count()
     }
 
@@ -403,6 +432,7 @@ impl Engine {
         opts: RunOptions,
     ) -> RunReport {
         info!(job = %job.name, trigger = trigger.as_str(), "run started");
+        let started_at = chrono::Utc::now();
         let result = match job.direction {
             Direction::Push => push::run(self, job, run_id, opts).await,
             Direction::Pull => pull::run(self, job, run_id, opts).await,
@@ -412,6 +442,10 @@ impl Engine {
             warn!(job = %job.name, "{msg}");
             RunReport::new(job, Vec::new(), Some(msg))
         });
+        if job.edi.is_some() || job.expect.is_some() {
+            let more = acks::after_run(self, job, started_at);
+            report.edi.extend(more);
+        }
         report.duration = started.elapsed();
         report.run_id = Some(run_id);
         report.certificate_expiry = self
@@ -451,6 +485,17 @@ impl Engine {
             duration_ms = report.duration.as_millis() as u64,
             "run finished"
         );
+        report
+    }
+
+    /// Acknowledgement deadlines and `expect` windows of `job` that passed
+    /// by `now` and were not reported yet, as a report with no files (for
+    /// the agent, which checks them between runs too).
+    pub fn check_deadlines(&self, job: &Job, now: chrono::DateTime<chrono::Utc>) -> RunReport {
+        let mut report = RunReport::new(job, Vec::new(), None);
+        if job.edi.is_some() || job.expect.is_some() {
+            report.edi = acks::deadlines(self, job, now);
+        }
         report
     }
 

@@ -47,7 +47,20 @@ pub fn decide(
     user: &str,
 ) -> anyhow::Result<Result<String, String>> {
     let Some(row) = ledger.held_file(&job.name, file)? else {
-        let held = ledger.held_names(&job.name)?;
+        if decision == Decision::Resend
+            && let Some((id, _)) = ledger.duplicate_block(&job.name, file)?
+        {
+            // A file the gate held back for repeating control numbers.
+            ledger.override_duplicate(id, &job.name, user)?;
+            return Ok(Ok(format!(
+                "{file}: will be sent by the next run of {} although it repeats control numbers already sent (recorded by {user})",
+                job.name
+            )));
+        }
+        let mut held = ledger.held_names(&job.name)?;
+        if decision == Decision::Resend {
+            held.extend(ledger.duplicate_names(&job.name)?);
+        }
         return Ok(Err(if held.is_empty() {
             format!(
                 "job '{}' has no held file '{file}' (it has no held files)",

@@ -134,20 +134,16 @@ pub(super) async fn run(
     let unparsed = session.listing_unparsed();
     session.close().await;
 
-    let (done, connection_error) = engine
-        .drive(
-            job,
-            items,
-            &PullAttempt {
-                engine,
-                job,
-                progress: opts.progress.clone(),
-            },
-            opts.stop.as_ref(),
-        )
-        .await;
+    let attempt = PullAttempt {
+        engine,
+        job,
+        progress: opts.progress.clone(),
+        notices: std::sync::Mutex::new(Vec::new()),
+    };
+    let (done, connection_error) = engine.drive(job, items, &attempt, opts.stop.as_ref()).await;
     outcomes.extend(done);
     let mut report = RunReport::new(job, outcomes, connection_error);
+    report.edi = attempt.notices.into_inner().unwrap_or_default();
     report.listing_unparsed = unparsed;
     Ok(report)
 }
@@ -273,6 +269,8 @@ struct PullAttempt<'a> {
     engine: &'a Engine,
     job: &'a Job,
     progress: Option<super::Progress>,
+    /// What the acknowledgements read in this run call for (`edi.acks_for`).
+    notices: std::sync::Mutex<Vec<crate::edi::Notice>>,
 }
 
 #[async_trait::async_trait]
@@ -348,6 +346,33 @@ impl Attempt<PullItem> for PullAttempt<'_> {
                 .ledger(|l| l.file(item.id))?
                 .sha256
                 .unwrap_or_default();
+            // Acknowledgements are read from the verified .part, before the
+            // file is placed where a downstream system may take it at once.
+            if let Some(edi) = &job.edi
+                && !edi.acks_for.is_empty()
+                && part.exists()
+            {
+                let read = engine.ledger(|l| {
+                    crate::edi::track::read_ack(
+                        l,
+                        &job.name,
+                        &edi.acks_for,
+                        item.id,
+                        &item.name,
+                        &part,
+                    )
+                });
+                match read {
+                    Ok(n) => {
+                        if let Ok(mut all) = self.notices.lock() {
+                            all.extend(n);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(job = %job.name, file = %item.name, "cannot read the acknowledgement: {e:#}")
+                    }
+                }
+            }
             // The same bytes already sit under this name (or a suffixed one):
             // recorded as a duplicate, never placed as `name.1.ext`.
             let placed = match same_content(&job.local_dir, &item.name, item.size, &sha) {

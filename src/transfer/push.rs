@@ -78,6 +78,10 @@ pub(super) async fn run(
         );
         if intact {
             covered.insert(row.name.clone());
+            if job.edi.is_some() && row.state == FileState::Seen {
+                // A crash between the file's record and its envelope's.
+                super::acks::record_missing_envelope(engine, job, &row).await;
+            }
         }
         if intact || on_server {
             info!(job = %job.name, file = %row.name, file_id = row.id, state = row.state.as_str(), "resuming an unfinished delivery");
@@ -158,6 +162,37 @@ pub(super) async fn run(
             outcomes.push(already(&f, &r, job));
             continue;
         }
+        let gated = match &job.edi {
+            Some(edi) => match super::acks::gate(engine, job, edi, &f).await {
+                Ok(super::acks::Gate::Blocked(o)) => {
+                    outcomes.push(*o);
+                    continue;
+                }
+                Ok(super::acks::Gate::Pass {
+                    interchange,
+                    sha256,
+                    override_by,
+                }) => Some((interchange, sha256, override_by)),
+                Err(e) => {
+                    // An unreadable file fails alone, as it would when sent.
+                    warn!(job = %job.name, file = %f.name, "cannot check the X12 envelope: {e:#}");
+                    outcomes.push(FileOutcome {
+                        name: f.name.clone(),
+                        remote_path: remote_join(&job.remote_dir, &f.name),
+                        bytes: f.size,
+                        sha256: None,
+                        verified: Verified::None,
+                        attempts: 0,
+                        status: FileStatus::Failed {
+                            error: format!("cannot check the X12 envelope: {e:#}"),
+                        },
+                        note: None,
+                    });
+                    continue;
+                }
+            },
+            None => None,
+        };
         let id = engine.ledger(|l| {
             l.insert_file(&NewFile {
                 job: &job.name,
@@ -171,6 +206,15 @@ pub(super) async fn run(
                 run_id: Some(run_id),
             })
         })?;
+        if let Some((Some(ic), sha, by)) = &gated {
+            engine.ledger(|l| {
+                l.record_interchange(&job.name, &job.server.name, id, &f.name, sha, ic)?;
+                match by {
+                    Some(by) => l.mark_override(id, by),
+                    None => Ok(()),
+                }
+            })?;
+        }
         items.push(PushItem {
             id,
             local: f,
@@ -249,7 +293,7 @@ async fn same_content_delivered(
         .find(|r| r.sha256.as_deref() == Some(sha.as_str())))
 }
 
-async fn hash_file(path: &std::path::Path) -> anyhow::Result<String> {
+pub(super) async fn hash_file(path: &std::path::Path) -> anyhow::Result<String> {
     let file = tokio::fs::File::open(path).await?;
     let mut h = Hashing::new(file);
     tokio::io::copy(&mut h, &mut tokio::io::sink()).await?;

@@ -102,6 +102,7 @@ pub mod engine;
 pub mod faults;
 pub mod ftps_server;
 pub mod real_servers;
+pub mod x12;
 
 /// The temp file of a delivery of `name` in `dir` (`name.<tag>.part`): ferry
 /// gives every delivery its own temp name, so tests find it by pattern.
