@@ -644,3 +644,58 @@ async fn a_changed_server_certificate_is_recorded_in_the_trail() {
         Verdict::Intact { .. }
     ));
 }
+
+#[test]
+fn ferry_run_records_its_configuration_start_and_stop_and_logs_the_head() {
+    use std::time::{Duration, Instant};
+    let fx = Fixture::new(&[]);
+    std::fs::create_dir_all(fx.path().join("out")).unwrap();
+    let child = fx
+        .ferry_cmd(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let kinds = |fx: &Fixture| -> Vec<String> {
+        match Ledger::open_existing(&fx.state_dir()) {
+            Ok(Some(l)) => l
+                .audit_entries(&AuditQuery::default())
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kinds(&fx).iter().any(|k| k == "agent_started") {
+        assert!(
+            Instant::now() < deadline,
+            "ferry run never recorded its start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("audit trail head"),
+        "{}",
+        stderr(&out)
+    );
+    let ledger = Ledger::open(&fx.state_dir()).unwrap();
+    let rows = ledger.audit_entries(&AuditQuery::default()).unwrap();
+    let pos = |k: &str| {
+        rows.iter()
+            .position(|r| r.kind == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    assert!(pos("config_loaded") < pos("agent_started"));
+    assert!(pos("agent_started") < pos("agent_stopped"));
+    let user = ferry::transfer::operator::os_user();
+    assert_eq!(rows[pos("agent_stopped")].actor, user);
+    assert!(matches!(
+        ledger.verify_audit().unwrap(),
+        Verdict::Intact { .. }
+    ));
+}
