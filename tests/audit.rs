@@ -15,24 +15,29 @@ use support::engine::{Setup, inprocess_yaml, run};
 use support::ftps_server::{self, ServerOptions};
 use support::{Fixture, stderr, stdout};
 
+/// Records a pushed file `name` of `size` bytes, sent to `dir/name`, in state `seen`.
+fn seen(ledger: &Ledger, job: &str, dir: &str, name: &str, size: u64) -> i64 {
+    ledger
+        .insert_file(&NewFile {
+            job,
+            direction: "push",
+            name,
+            size,
+            mtime: None,
+            sha256: Some("ab"),
+            remote_path: &format!("{dir}/{name}"),
+            local_path: None,
+            run_id: None,
+        })
+        .unwrap()
+}
+
 /// A ledger in `dir` with `files` pushed files, each through a full journey.
 fn ledger_with_files(dir: &Path, files: usize) -> Ledger {
     let ledger = Ledger::open(dir).unwrap();
     for i in 0..files {
         let name = format!("claim-{i}.837");
-        let id = ledger
-            .insert_file(&NewFile {
-                job: "out",
-                direction: "push",
-                name: &name,
-                size: 100 + i as u64,
-                mtime: None,
-                sha256: Some("ab"),
-                remote_path: &format!("/in/{name}"),
-                local_path: None,
-                run_id: None,
-            })
-            .unwrap();
+        let id = seen(&ledger, "out", "/in", &name, 100 + i as u64);
         for state in [FileState::Sending, FileState::Sent, FileState::Verified] {
             ledger
                 .step(
@@ -361,19 +366,7 @@ fn pruning_leaves_a_checkpoint_and_the_chain_still_verifies() {
     let dir = support::private_dir();
     let ledger = ledger_with_files(dir.path(), 4);
     // An unfinished file from before the cutoff is never pruned.
-    let open = ledger
-        .insert_file(&NewFile {
-            job: "out",
-            direction: "push",
-            name: "in-flight.837",
-            size: 1,
-            mtime: None,
-            sha256: None,
-            remote_path: "/in/in-flight.837",
-            local_path: None,
-            run_id: None,
-        })
-        .unwrap();
+    let open = seen(&ledger, "out", "/in", "in-flight.837", 1);
     std::thread::sleep(std::time::Duration::from_millis(20));
     let cutoff = ferry::ledger::now();
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -495,19 +488,7 @@ fn an_operators_resend_is_in_the_trail_with_the_os_user() {
     let fx = Fixture::new(&[]);
     std::fs::create_dir_all(fx.path().join("out")).unwrap();
     let ledger = Ledger::open(&fx.state_dir()).unwrap();
-    let id = ledger
-        .insert_file(&NewFile {
-            job: "a",
-            direction: "push",
-            name: "held.837",
-            size: 3,
-            mtime: None,
-            sha256: None,
-            remote_path: "/inbound/held.837",
-            local_path: None,
-            run_id: None,
-        })
-        .unwrap();
+    let id = seen(&ledger, "a", "/inbound", "held.837", 3);
     ledger
         .set_file_state(id, FileState::Held, None, Some("cannot know"))
         .unwrap();
