@@ -172,11 +172,8 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
 /// Appends one row after the current head. Call inside a write transaction.
 pub(super) fn append(conn: &Connection, rec: &AuditRecord<'_>, at: &str) -> anyhow::Result<()> {
     let head: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     // After everything was pruned, numbering goes on from the last row ever
     // written (which the checkpoint names).
@@ -198,23 +195,23 @@ pub(super) fn append(conn: &Connection, rec: &AuditRecord<'_>, at: &str) -> anyh
         rec.actor,
         &detail,
     );
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (seq, at, kind, job, server, file_id, file, actor, detail, prev, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            seq,
-            at,
-            rec.kind,
-            rec.job,
-            rec.server,
-            rec.file_id,
-            rec.file,
-            rec.actor,
-            detail,
-            prev,
-            hash
-        ],
-    )
+    )?
+    .execute(params![
+        seq,
+        at,
+        rec.kind,
+        rec.job,
+        rec.server,
+        rec.file_id,
+        rec.file,
+        rec.actor,
+        detail,
+        prev,
+        hash
+    ])
     .context("appending to the audit trail")?;
     Ok(())
 }
@@ -241,24 +238,23 @@ pub(super) fn file_record<'a>(
         String,
     );
     let (job, name, direction, size, sha256, verified, remote_path, local_path, state): Row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT job, name, direction, size, sha256, verified, remote_path, local_path, state
              FROM files WHERE id = ?1",
-            [file_id],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
-            },
-        )
+        )?
+        .query_row([file_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
         .with_context(|| format!("no file with id {file_id} in the ledger"))?;
     let mut detail = Map::new();
     detail.insert("direction".into(), direction.into());
@@ -311,17 +307,14 @@ impl Ledger {
     pub fn audit_head(&self) -> anyhow::Result<Option<ChainHead>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT seq, at, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(ChainHead {
-                        seq: r.get(0)?,
-                        at: r.get(1)?,
-                        hash: r.get(2)?,
-                    })
-                },
-            )
+            .prepare_cached("SELECT seq, at, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| {
+                Ok(ChainHead {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    hash: r.get(2)?,
+                })
+            })
             .optional()?)
     }
 
@@ -424,11 +417,8 @@ impl Ledger {
         // sequence number ever used.
         let issued: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
-                [],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         let newest = last.as_ref().map(|e| e.seq).unwrap_or(0);
         if let Some(issued) = issued
@@ -458,21 +448,19 @@ impl Ledger {
         let hash = hash.trim().to_ascii_lowercase();
         if let Some(seq) = self
             .conn
-            .query_row("SELECT seq FROM audit WHERE hash = ?1", [&hash], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT seq FROM audit WHERE hash = ?1")?
+            .query_row([&hash], |r| r.get(0))
             .optional()?
         {
             return Ok(Some(seq));
         }
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT json_extract(detail, '$.through_seq') FROM audit
                  WHERE kind = 'checkpoint' AND json_extract(detail, '$.through_hash') = ?1",
-                [&hash],
-                |r| r.get(0),
-            )
+            )?
+            .query_row([&hash], |r| r.get(0))
             .optional()?)
     }
 
@@ -520,22 +508,21 @@ impl Ledger {
             ),
             params![before, protected],
         )? as u64;
-        p.runs = tx.execute(
-            "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1
+        p.runs = tx
+            .prepare_cached(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1
                AND id NOT IN (SELECT run_id FROM files WHERE run_id IS NOT NULL)
                AND id NOT IN (SELECT run_id FROM events WHERE run_id IS NOT NULL)",
-            [before],
-        )? as u64;
-        p.alerts = tx.execute(
-            "DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < ?1",
-            [before],
-        )? as u64;
+            )?
+            .execute([before])? as u64;
+        p.alerts = tx
+            .prepare_cached(
+                "DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < ?1",
+            )?
+            .execute([before])? as u64;
         let through: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit WHERE at < ?1 ORDER BY seq DESC LIMIT 1",
-                [before],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT seq, hash FROM audit WHERE at < ?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row([before], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let t = now();
         if let Some((seq, hash)) = through {
@@ -545,10 +532,9 @@ impl Ledger {
             detail.insert("through_seq".into(), seq.into());
             detail.insert("through_hash".into(), hash.clone().into());
             detail.insert("before".into(), before.into());
-            let removed: i64 =
-                tx.query_row("SELECT COUNT(*) FROM audit WHERE seq <= ?1", [seq], |r| {
-                    r.get(0)
-                })?;
+            let removed: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM audit WHERE seq <= ?1")?
+                .query_row([seq], |r| r.get(0))?;
             detail.insert("rows".into(), removed.into());
             detail.insert("files".into(), p.files.into());
             let mut rec = AuditRecord::new("checkpoint");
@@ -556,7 +542,9 @@ impl Ledger {
             rec.detail = detail;
             append(&tx, &rec, &t)?;
             // A checkpoint about to be pruned is carried by the new one.
-            p.audit_rows = tx.execute("DELETE FROM audit WHERE seq <= ?1", [seq])? as u64;
+            p.audit_rows = tx
+                .prepare_cached("DELETE FROM audit WHERE seq <= ?1")?
+                .execute([seq])? as u64;
         }
         tx.commit()?;
         Ok(p)
@@ -578,14 +566,13 @@ impl Ledger {
     ) -> anyhow::Result<Option<&'static str>> {
         let tx = self.write_tx()?;
         let last: Option<String> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT json_extract(detail, '$.fingerprint') FROM audit
                  WHERE kind IN ('certificate_seen', 'certificate_changed')
                    AND json_extract(detail, '$.server_name') = ?1
                  ORDER BY seq DESC LIMIT 1",
-                [name],
-                |r| r.get(0),
-            )
+            )?
+            .query_row([name], |r| r.get(0))
             .optional()?;
         let kind = match &last {
             Some(f) if f == fingerprint => return Ok(None),

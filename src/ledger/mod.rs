@@ -371,16 +371,17 @@ impl Ledger {
     /// chain does not cover).
     fn start_trail(&self) -> anyhow::Result<()> {
         let tx = self.write_tx()?;
-        let rows: i64 = tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+        let rows: i64 = tx
+            .prepare_cached("SELECT COUNT(*) FROM audit")?
+            .query_row([], |r| r.get(0))?;
         let issued: Option<i64> = tx
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
-                [],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         if rows == 0 && issued.is_none() {
-            let files: i64 = tx.query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0))?;
+            let files: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM files")?
+                .query_row([], |r| r.get(0))?;
             let mut rec = AuditRecord::new("trail_started");
             rec.detail
                 .insert("schema_version".into(), SCHEMA_VERSION.into());
@@ -437,7 +438,8 @@ impl Ledger {
             .context("setting the ledger's busy timeout")?;
         let mode: String = self
             .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .prepare_cached("PRAGMA journal_mode = WAL")?
+            .query_row([], |r| r.get(0))
             .context("switching the ledger to WAL")?;
         if !mode.eq_ignore_ascii_case("wal") {
             bail!(
@@ -445,6 +447,8 @@ impl Ledger {
                 self.path.display()
             );
         }
+        // Every step runs the same few statements: prepare each once.
+        self.conn.set_prepared_statement_cache_capacity(128);
         // FULL: a commit is on disk before we act on it, even across power loss.
         self.conn
             .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
@@ -459,7 +463,8 @@ impl Ledger {
     pub fn schema_version(&self) -> anyhow::Result<u32> {
         Ok(self
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+            .prepare_cached("PRAGMA user_version")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Applies migrations up to `target`. Exposed so tests can build every
@@ -483,11 +488,10 @@ impl Ledger {
             tx.commit()?;
         }
         self.conn.execute_batch("PRAGMA foreign_keys = ON;")?;
-        let broken: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
-                    r.get(0)
-                })?;
+        let broken: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM pragma_foreign_key_check")?
+            .query_row([], |r| r.get(0))?;
         if broken > 0 {
             bail!(
                 "the ledger {} has {broken} broken references after migrating",
@@ -523,10 +527,9 @@ impl Ledger {
     }
 
     pub fn start_run(&self, job: &str, trigger: &str) -> anyhow::Result<i64> {
-        self.conn.execute(
-            "INSERT INTO runs (job, trigger, started_at) VALUES (?1, ?2, ?3)",
-            params![job, trigger, now()],
-        )?;
+        self.conn
+            .prepare_cached("INSERT INTO runs (job, trigger, started_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![job, trigger, now()])?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -539,12 +542,21 @@ impl Ledger {
         bytes: u64,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET finished_at = ?2, status = ?3, files_ok = ?4, files_failed = ?5,
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET finished_at = ?2, status = ?3, files_ok = ?4, files_failed = ?5,
                              bytes = ?6, error = ?7
              WHERE id = ?1",
-            params![run_id, now(), status, files_ok, files_failed, bytes, error],
-        )?;
+            )?
+            .execute(params![
+                run_id,
+                now(),
+                status,
+                files_ok,
+                files_failed,
+                bytes,
+                error
+            ])?;
         Ok(())
     }
 
@@ -553,23 +565,23 @@ impl Ledger {
         let t = now();
         let _sync = self.lazy_sync(FileState::Seen, true)?;
         let tx = self.write_tx()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
                                 state, run_id, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'seen', ?9, ?10, ?10)",
-            params![
-                f.job,
-                f.direction,
-                f.name,
-                f.size,
-                f.mtime.map(rfc3339),
-                f.sha256,
-                f.remote_path,
-                f.local_path.map(|p| p.to_string_lossy().into_owned()),
-                f.run_id,
-                t
-            ],
-        )?;
+        )?
+        .execute(params![
+            f.job,
+            f.direction,
+            f.name,
+            f.size,
+            f.mtime.map(rfc3339),
+            f.sha256,
+            f.remote_path,
+            f.local_path.map(|p| p.to_string_lossy().into_owned()),
+            f.run_id,
+            t
+        ])?;
         let id = tx.last_insert_rowid();
         self.event_in(&tx, &t, f.job, f.run_id, Some(id), "seen", None, None)?;
         tx.commit()?;
@@ -609,19 +621,15 @@ impl Ledger {
         // one fsync per step, none for a step no side effect depends on.
         let push: bool = self
             .conn
-            .query_row(
-                "SELECT direction = 'push' FROM files WHERE id = ?1",
-                [file_id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT direction = 'push' FROM files WHERE id = ?1")?
+            .query_row([file_id], |r| r.get(0))
             .optional()?
             .unwrap_or(true);
         let _sync = self.lazy_sync(state, push)?;
         let tx = self.write_tx()?;
         let from: String = tx
-            .query_row("SELECT state FROM files WHERE id = ?1", [file_id], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT state FROM files WHERE id = ?1")?
+            .query_row([file_id], |r| r.get(0))
             .optional()?
             .with_context(|| format!("no file with id {file_id} in the ledger"))?;
         let from: FileState = from.parse()?;
@@ -640,7 +648,7 @@ impl Ledger {
             Some(b) => (true, b),
             None => (false, None),
         };
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE files SET state = ?2,
                               verified = COALESCE(?3, verified),
                               last_error = ?4,
@@ -655,31 +663,31 @@ impl Ledger {
                               resend = COALESCE(?13, resend),
                               sha256 = COALESCE(?14, sha256)
              WHERE id = ?1",
-            params![
-                file_id,
-                state.as_str(),
-                step.verified.map(Verified::as_str),
-                step.error,
-                t,
-                finished,
-                set_intent,
-                intent,
-                set_temp,
-                temp,
-                set_before,
-                before,
-                step.resend,
-                step.sha256,
-            ],
-        )?;
+        )?
+        .execute(params![
+            file_id,
+            state.as_str(),
+            step.verified.map(Verified::as_str),
+            step.error,
+            t,
+            finished,
+            set_intent,
+            intent,
+            set_temp,
+            temp,
+            set_before,
+            before,
+            step.resend,
+            step.sha256,
+        ])?;
         let detail = step.note.or(step.error);
         let kind = step.event.unwrap_or(state.as_str());
         // The event takes the job from the row itself: one statement, no read back.
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO events (at, job, run_id, file_id, kind, detail)
              SELECT ?2, job, NULL, id, ?3, ?4 FROM files WHERE id = ?1",
-            params![file_id, t, kind, detail],
-        )?;
+        )?
+        .execute(params![file_id, t, kind, detail])?;
         let mut extra = Map::new();
         if let Some(d) = detail {
             extra.insert("note".into(), d.into());
@@ -718,12 +726,13 @@ impl Ledger {
         value: u64,
         detail: &str,
     ) -> anyhow::Result<()> {
-        self.conn.execute(
-            "INSERT INTO server_quirks (server, quirk, value, detail, first_seen, last_seen)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO server_quirks (server, quirk, value, detail, first_seen, last_seen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT (server, quirk) DO UPDATE SET value = ?3, detail = ?4, last_seen = ?5",
-            params![server, quirk, value, detail, now()],
-        )?;
+            )?
+            .execute(params![server, quirk, value, detail, now()])?;
         Ok(())
     }
 
@@ -754,8 +763,8 @@ impl Ledger {
         detail: Option<&str>,
         actor: Option<&str>,
     ) -> anyhow::Result<()> {
-        tx.execute(
-            "INSERT INTO events (at, job, run_id, file_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        tx.prepare_cached("INSERT INTO events (at, job, run_id, file_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(
             params![at, job, run_id, file_id, kind, detail],
         )?;
         let mut extra = Map::new();
@@ -780,11 +789,10 @@ impl Ledger {
 
     /// How many events of `kind` a file has.
     pub fn count_events(&self, file_id: i64, kind: &str) -> anyhow::Result<u64> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM events WHERE file_id = ?1 AND kind = ?2",
-            params![file_id, kind],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM events WHERE file_id = ?1 AND kind = ?2")?
+            .query_row(params![file_id, kind], |r| r.get(0))?)
     }
 
     /// Transfers, newest first.
@@ -844,26 +852,25 @@ impl Ledger {
     pub fn last_run(&self, job: &str) -> anyhow::Result<Option<Run>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, job, trigger, started_at, finished_at, status, files_ok, files_failed,
                         bytes, error
                  FROM runs WHERE job = ?1 ORDER BY started_at DESC, id DESC LIMIT 1",
-                [job],
-                |r| {
-                    Ok(Run {
-                        id: r.get(0)?,
-                        job: r.get(1)?,
-                        trigger: r.get(2)?,
-                        started_at: r.get(3)?,
-                        finished_at: r.get(4)?,
-                        status: r.get(5)?,
-                        files_ok: r.get(6)?,
-                        files_failed: r.get(7)?,
-                        bytes: r.get(8)?,
-                        error: r.get(9)?,
-                    })
-                },
-            )
+            )?
+            .query_row([job], |r| {
+                Ok(Run {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    trigger: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    status: r.get(5)?,
+                    files_ok: r.get(6)?,
+                    files_failed: r.get(7)?,
+                    bytes: r.get(8)?,
+                    error: r.get(9)?,
+                })
+            })
             .optional()?)
     }
 
@@ -871,12 +878,11 @@ impl Ledger {
     pub fn last_success(&self, job: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
         let at: Option<String> = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT finished_at FROM runs WHERE job = ?1 AND status = 'ok'
                  AND finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1",
-                [job],
-                |r| r.get(0),
-            )
+            )?
+            .query_row([job], |r| r.get(0))
             .optional()?;
         Ok(at
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
@@ -885,15 +891,16 @@ impl Ledger {
 
     /// How many of a job's files are still on their way, and how many failed.
     pub fn open_counts(&self, job: &str) -> anyhow::Result<OpenCounts> {
-        let (pending, failed, held) = self.conn.query_row(
-            "SELECT COALESCE(SUM(state NOT IN ('done', 'failed', 'held')
+        let (pending, failed, held) = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(state NOT IN ('done', 'failed', 'held')
                                  AND NOT (direction = 'push' AND state = 'verified')), 0),
                     COALESCE(SUM(state = 'failed'), 0),
                     COALESCE(SUM(state = 'held'), 0)
              FROM files WHERE job = ?1",
-            [job],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+            )?
+            .query_row([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(OpenCounts {
             pending,
             failed,
@@ -997,30 +1004,29 @@ impl Ledger {
     /// fsynced on their own: each is followed by a durable step.
     pub fn set_sha256(&self, file_id: i64, sha256: &str) -> anyhow::Result<()> {
         let _sync = self.lazy_sync(FileState::Seen, true)?;
-        self.conn.execute(
-            "UPDATE files SET sha256 = ?2, updated_at = ?3 WHERE id = ?1",
-            params![file_id, sha256, now()],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE files SET sha256 = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![file_id, sha256, now()])?;
         Ok(())
     }
 
     pub fn set_local_path(&self, file_id: i64, path: &Path) -> anyhow::Result<()> {
         let _sync = self.lazy_sync(FileState::Seen, true)?;
-        self.conn.execute(
-            "UPDATE files SET local_path = ?2, updated_at = ?3 WHERE id = ?1",
-            params![file_id, path.to_string_lossy(), now()],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE files SET local_path = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![file_id, path.to_string_lossy(), now()])?;
         Ok(())
     }
 
     /// Marks runs left `running` by a process that died as aborted.
     pub fn abort_stale_runs(&self, job: &str) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET status = 'aborted', finished_at = ?2,
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET status = 'aborted', finished_at = ?2,
                              error = COALESCE(error, 'ferry stopped during this run')
              WHERE job = ?1 AND status = 'running'",
-            params![job, now()],
-        )?;
+            )?
+            .execute(params![job, now()])?;
         Ok(())
     }
 
@@ -1063,12 +1069,12 @@ impl Ledger {
     pub fn alert_sent(&self, job: &str, cause: &str, detail: &str) -> anyhow::Result<()> {
         let t = now();
         match self.open_alert(job, cause)? {
-            Some(a) => self.conn.execute(
-                "UPDATE alerts SET last_sent_at = ?2, suppressed = 0, detail = ?3 WHERE id = ?1",
+            Some(a) => self.conn.prepare_cached("UPDATE alerts SET last_sent_at = ?2, suppressed = 0, detail = ?3 WHERE id = ?1")?
+            .execute(
                 params![a.id, t, detail],
             )?,
-            None => self.conn.execute(
-                "INSERT INTO alerts (job, cause, opened_at, last_sent_at, detail) VALUES (?1, ?2, ?3, ?3, ?4)",
+            None => self.conn.prepare_cached("INSERT INTO alerts (job, cause, opened_at, last_sent_at, detail) VALUES (?1, ?2, ?3, ?3, ?4)")?
+            .execute(
                 params![job, cause, t, detail],
             )?,
         };
@@ -1077,10 +1083,11 @@ impl Ledger {
 
     /// A failure within `repeat_after` of the last email: counted, not emailed.
     pub fn alert_suppressed(&self, id: i64, detail: &str) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE alerts SET suppressed = suppressed + 1, detail = ?2 WHERE id = ?1",
-            params![id, detail],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE alerts SET suppressed = suppressed + 1, detail = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, detail])?;
         Ok(())
     }
 
@@ -1095,18 +1102,17 @@ impl Ledger {
             .collect();
         let t = now();
         for a in &open {
-            self.conn.execute(
-                "UPDATE alerts SET resolved_at = ?2 WHERE id = ?1",
-                params![a.id, t],
-            )?;
+            self.conn
+                .prepare_cached("UPDATE alerts SET resolved_at = ?2 WHERE id = ?1")?
+                .execute(params![a.id, t])?;
         }
         Ok(open)
     }
 
     /// Closes the open alert of `job` for `cause`.
     pub fn resolve_alert(&self, job: &str, cause: &str) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE alerts SET resolved_at = ?3 WHERE job = ?1 AND cause = ?2 AND resolved_at IS NULL",
+        self.conn.prepare_cached("UPDATE alerts SET resolved_at = ?3 WHERE job = ?1 AND cause = ?2 AND resolved_at IS NULL")?
+            .execute(
             params![job, cause, now()],
         )?;
         Ok(())
@@ -1118,8 +1124,8 @@ impl Ledger {
         subject: &str,
         body: &str,
     ) -> anyhow::Result<i64> {
-        self.conn.execute(
-            "INSERT INTO outbox (created_at, recipients, subject, body) VALUES (?1, ?2, ?3, ?4)",
+        self.conn.prepare_cached("INSERT INTO outbox (created_at, recipients, subject, body) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(
             params![now(), serde_json::to_string(recipients)?, subject, body],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -1154,15 +1160,17 @@ impl Ledger {
 
     pub fn mail_sent(&self, id: i64) -> anyhow::Result<()> {
         self.conn
-            .execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 
     pub fn mail_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-            params![id, error],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, error])?;
         Ok(())
     }
 
@@ -1196,9 +1204,9 @@ impl Ledger {
         size: u64,
         mtime: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM files
-             WHERE job = ?1 AND name = ?2 AND size = ?3 AND mtime = ?4 AND state IN ('verified', 'done')",
+        let n: i64 = self.conn.prepare_cached("SELECT COUNT(*) FROM files
+             WHERE job = ?1 AND name = ?2 AND size = ?3 AND mtime = ?4 AND state IN ('verified', 'done')")?
+            .query_row(
             params![job, name, size, rfc3339(mtime)],
             |r| r.get(0),
         )?;
