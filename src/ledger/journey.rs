@@ -85,15 +85,19 @@ impl FileState {
     /// loss can lose only such a step, and recovery then decides from the
     /// intent before it, as it does after any crash.
     ///
-    /// A pull's `sending` and `verified` announce only local work (a
-    /// `.part` file, then placing it, which recovery adopts by SHA-256):
-    /// of a pull's steps only `renamed` (placed, before a remote delete or
-    /// move), `failed` and `held` are fsynced.
+    /// A pull's `sending` announces only a `.part` file of ferry's own
+    /// (redone after a crash); its `verified` is the intent to place the
+    /// file and `renamed` (placed) comes before the remote delete or move,
+    /// so both are fsynced.
     pub fn durable(self, push: bool) -> bool {
         match self {
             FileState::Seen | FileState::Sent | FileState::Done => false,
-            FileState::Sending | FileState::Verified => push,
-            FileState::Renaming | FileState::Renamed | FileState::Failed | FileState::Held => true,
+            FileState::Sending => push,
+            FileState::Renaming
+            | FileState::Renamed
+            | FileState::Verified
+            | FileState::Failed
+            | FileState::Held => true,
         }
     }
 
@@ -230,7 +234,7 @@ mod tests {
             durable(true),
             [Sending, Renaming, Renamed, Verified, Failed, Held]
         );
-        assert_eq!(durable(false), [Renaming, Renamed, Failed, Held]);
+        assert_eq!(durable(false), [Renaming, Renamed, Verified, Failed, Held]);
     }
 
     /// The whole table, written out: every pair not listed is refused.
