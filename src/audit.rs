@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use crate::config::{AfterPull, AfterPush, Config, Flow, Server};
-use crate::ledger::{AuditEntry, AuditRecord, ChainHead, Ledger, rfc3339};
+use crate::ledger::{AuditQuery, AuditRecord, Ledger, rfc3339};
 
 /// A server as the trail names it: `name host:port`.
 pub fn server_label(s: &Server) -> String {
@@ -205,45 +205,68 @@ const CSV_HEADER: [&str; 11] = [
     "seq", "at", "kind", "job", "server", "file_id", "file", "actor", "detail", "prev", "hash",
 ];
 
-/// Writes `entries` and, last, the chain's head: JSON as one object
-/// `{"entries": [...], "chain_head": {...}}`; CSV with a header and a final
-/// row of kind `chain_head`.
+/// Writes the rows matching `q` as they are read and, last, the chain's
+/// head: JSON as one object `{"entries": [...], "chain_head": {...}}`; CSV
+/// with a header and a final row of kind `chain_head`.
 pub fn export(
     out: &mut dyn Write,
-    entries: &[AuditEntry],
-    head: Option<&ChainHead>,
+    ledger: &Ledger,
+    q: &AuditQuery<'_>,
     format: ExportFormat,
 ) -> anyhow::Result<()> {
+    let mut first = true;
     match format {
-        ExportFormat::Json => {
-            let doc = json!({ "entries": entries, "chain_head": head });
-            serde_json::to_writer_pretty(&mut *out, &doc)?;
-            writeln!(out)?;
-        }
-        ExportFormat::Csv => {
-            writeln!(out, "{}", CSV_HEADER.join(","))?;
-            for e in entries {
+        ExportFormat::Json => writeln!(out, "{{\n  \"entries\": [")?,
+        ExportFormat::Csv => writeln!(out, "{}", CSV_HEADER.join(","))?,
+    }
+    ledger.audit_each(q, |e| {
+        match format {
+            ExportFormat::Json => {
+                if !first {
+                    writeln!(out, ",")?;
+                }
+                write!(out, "    {}", serde_json::to_string(&e)?)?;
+            }
+            ExportFormat::Csv => {
                 let fields = [
                     e.seq.to_string(),
-                    e.at.clone(),
-                    e.kind.clone(),
-                    e.job.clone().unwrap_or_default(),
-                    e.server.clone().unwrap_or_default(),
+                    e.at,
+                    e.kind,
+                    e.job.unwrap_or_default(),
+                    e.server.unwrap_or_default(),
                     e.file_id.map(|i| i.to_string()).unwrap_or_default(),
-                    e.file.clone().unwrap_or_default(),
-                    e.actor.clone(),
-                    e.detail.clone(),
-                    e.prev.clone(),
-                    e.hash.clone(),
+                    e.file.unwrap_or_default(),
+                    e.actor,
+                    e.detail,
+                    e.prev,
+                    e.hash,
                 ];
                 writeln!(out, "{}", csv_row(&fields))?;
             }
+        }
+        first = false;
+        Ok(())
+    })?;
+    // Read after the rows: a head at least as new as the last row written.
+    let head = ledger.audit_head()?;
+    match format {
+        ExportFormat::Json => {
+            if !first {
+                writeln!(out)?;
+            }
+            writeln!(
+                out,
+                "  ],\n  \"chain_head\": {}\n}}",
+                serde_json::to_string(&head)?
+            )?;
+        }
+        ExportFormat::Csv => {
             if let Some(h) = head {
                 let mut fields: Vec<String> = vec![String::new(); CSV_HEADER.len()];
                 fields[0] = h.seq.to_string();
-                fields[1] = h.at.clone();
+                fields[1] = h.at;
                 fields[2] = "chain_head".into();
-                fields[10] = h.hash.clone();
+                fields[10] = h.hash;
                 writeln!(out, "{}", csv_row(&fields))?;
             }
         }

@@ -96,14 +96,13 @@ pub fn export(
         _ => ExportFormat::Json,
     };
     let ledger = ledger(cfg)?;
-    let entries = ledger.audit_entries(&AuditQuery {
+    let q = AuditQuery {
         since: since.map(rfc3339),
         until: until.map(rfc3339),
         job,
-    })?;
-    let head = ledger.audit_head()?;
-    let mut buf = Vec::new();
-    crate::audit::export(&mut buf, &entries, head.as_ref(), format)?;
-    out.write_all(&buf)?;
+    };
+    let mut out = std::io::BufWriter::new(out);
+    crate::audit::export(&mut out, &ledger, &q, format)?;
+    out.flush()?;
     Ok(Outcome::Success)
 }

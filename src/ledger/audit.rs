@@ -466,14 +466,32 @@ impl Ledger {
 
     /// Rows matching `q`, oldest first.
     pub fn audit_entries(&self, q: &AuditQuery<'_>) -> anyhow::Result<Vec<AuditEntry>> {
+        let mut all = Vec::new();
+        self.audit_each(q, |e| {
+            all.push(e);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Rows matching `q`, oldest first, one at a time: an export of years
+    /// of rows holds one row in memory, not all of them.
+    pub fn audit_each(
+        &self,
+        q: &AuditQuery<'_>,
+        mut f: impl FnMut(AuditEntry) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM audit
              WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2)
                AND (?3 IS NULL OR job = ?3)
              ORDER BY seq"
         ))?;
-        let rows = st.query_map(params![q.since, q.until, q.job], entry)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = st.query(params![q.since, q.until, q.job])?;
+        while let Some(r) = rows.next()? {
+            f(entry(r)?)?;
+        }
+        Ok(())
     }
 
     /// Removes what is older than `before` (RFC 3339): finished files with

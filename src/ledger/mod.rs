@@ -370,15 +370,12 @@ impl Ledger {
     /// before it (a ledger from before the audit trail has history the
     /// chain does not cover).
     fn start_trail(&self) -> anyhow::Result<()> {
+        // Every open asks; only an empty trail takes the write lock.
+        if self.trail_begun(&self.conn)? {
+            return Ok(());
+        }
         let tx = self.write_tx()?;
-        let rows: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM audit")?
-            .query_row([], |r| r.get(0))?;
-        let issued: Option<i64> = tx
-            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
-        if rows == 0 && issued.is_none() {
+        if !self.trail_begun(&tx)? {
             let files: i64 = tx
                 .prepare_cached("SELECT COUNT(*) FROM files")?
                 .query_row([], |r| r.get(0))?;
@@ -391,6 +388,17 @@ impl Ledger {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whether any audit row was ever written (rows may since be pruned or
+    /// deleted; SQLite's sequence remembers).
+    fn trail_begun(&self, conn: &Connection) -> anyhow::Result<bool> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM audit)
+                     OR EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'audit')",
+            )?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// A write transaction that takes the write lock at once: the audit
