@@ -232,15 +232,14 @@ impl Metrics {
 
     /// Reads the gauges that live elsewhere (the ledger, the outbound
     /// folders, the engine's sessions). Blocking: call it off the async threads.
+    ///
+    /// The job list stays locked for the whole refresh: a reload
+    /// ([`Metrics::reconfigure`]) waits for it, so a refresh that began with
+    /// the old jobs cannot bring back the series of a job the reload removed.
     pub fn refresh(&self, engine: &Engine) {
-        let (jobs, servers) = {
-            let cur = self.current.lock().expect("metrics lock");
-            (
-                cur.jobs.values().cloned().collect::<Vec<_>>(),
-                cur.servers.clone(),
-            )
-        };
-        for s in &servers {
+        let cur = self.current.lock().expect("metrics lock");
+        let (jobs, servers) = (cur.jobs.values().collect::<Vec<_>>(), &cur.servers);
+        for s in servers {
             let l = server(s);
             self.sessions_open
                 .get_or_create(&l)
