@@ -16,6 +16,7 @@ use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -27,19 +28,109 @@ use serde_json::Map;
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
 
-/// Puts `synchronous = FULL` back when a lazy step is done.
+/// Puts `synchronous = FULL` back when a step is done.
 struct SyncGuard<'a> {
     conn: &'a Connection,
-    lazy: bool,
 }
 
 impl Drop for SyncGuard<'_> {
     fn drop(&mut self) {
-        if self.lazy {
-            // If this fails the connection is unusable anyway; the next
-            // statement reports it.
-            let _ = self.conn.execute_batch("PRAGMA synchronous = FULL;");
+        // If this fails the connection is unusable anyway; the next
+        // statement reports it.
+        if let Ok(mut st) = self.conn.prepare_cached("PRAGMA synchronous = FULL") {
+            let _ = st.execute([]);
         }
+    }
+}
+
+/// Makes commits written with `synchronous = NORMAL` durable: one
+/// fdatasync of the WAL covers every commit written before it began, so
+/// sessions that reach a durable step at the same moment share one (group
+/// commit), and none of them holds the ledger while the disk works.
+///
+/// An fsync of the WAL after a commit is what `synchronous = FULL` does
+/// itself (SQLite replays the WAL up to its last valid commit frame).
+#[derive(Debug)]
+pub struct WalSync {
+    wal: PathBuf,
+    dir: PathBuf,
+    /// Commits written (to the page cache) that must become durable.
+    written: std::sync::atomic::AtomicU64,
+    state: std::sync::Mutex<SyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Every commit up to this ticket is on disk.
+    synced: u64,
+    /// A sync is under way (the others wait for it, then maybe one more).
+    running: bool,
+    /// The WAL's directory entry was synced once.
+    dir_synced: bool,
+}
+
+impl WalSync {
+    fn new(db: &Path) -> WalSync {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        WalSync {
+            wal: PathBuf::from(wal),
+            dir: db.parent().map(Path::to_path_buf).unwrap_or_default(),
+            written: Default::default(),
+            state: Default::default(),
+            done: Default::default(),
+        }
+    }
+
+    /// A commit was just written; its ticket for [`WalSync::wait`].
+    fn ticket(&self) -> u64 {
+        self.written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// Returns once the commit with `ticket` (and every one before it) is on disk.
+    pub fn wait(&self, ticket: u64) -> anyhow::Result<()> {
+        let lock = || {
+            self.state
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the ledger's sync lock was poisoned"))
+        };
+        let mut st = lock()?;
+        loop {
+            if st.synced >= ticket {
+                return Ok(());
+            }
+            if !st.running {
+                break;
+            }
+            st = self
+                .done
+                .wait(st)
+                .map_err(|_| anyhow::anyhow!("the ledger's sync lock was poisoned"))?;
+        }
+        st.running = true;
+        let sync_dir = !st.dir_synced;
+        drop(st);
+        // Every commit with a ticket up to here is in the page cache.
+        let target = self.written.load(std::sync::atomic::Ordering::SeqCst);
+        let result = (|| -> std::io::Result<()> {
+            std::fs::File::open(&self.wal)?.sync_data()?;
+            if sync_dir {
+                std::fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        let mut st = lock()?;
+        st.running = false;
+        if result.is_ok() {
+            st.synced = st.synced.max(target);
+            st.dir_synced = true;
+        }
+        drop(st);
+        self.done.notify_all();
+        result.with_context(|| format!("cannot sync the ledger's log {}", self.wal.display()))
     }
 }
 
@@ -163,6 +254,8 @@ pub struct Step<'a> {
     pub remote_before: Option<Option<&'a str>>,
     pub resend: Option<bool>,
     pub sha256: Option<&'a str>,
+    /// Where the file is locally now (a pull's placed file, a push's archived copy).
+    pub local_path: Option<&'a Path>,
     /// The event's kind when it is not the state's name (`confirmed`, `resend`).
     pub event: Option<&'a str>,
     /// The event's detail when it is not the error.
@@ -183,6 +276,7 @@ impl Default for Step<'_> {
             remote_before: None,
             resend: None,
             sha256: None,
+            local_path: None,
             event: None,
             note: None,
             actor: None,
@@ -336,6 +430,12 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    wal_sync: Arc<WalSync>,
+    /// Set by the engine around its calls: a durable step's sync is left
+    /// to the caller ([`Ledger::take_owed_sync`]), outside the ledger's lock.
+    defer: std::cell::Cell<bool>,
+    /// The newest durable commit not synced yet (while `defer` is set).
+    owed: std::cell::Cell<u64>,
     /// Job name to its partner (`name host:port`), so the audit trail says
     /// to whom each file went; set from the configuration.
     servers: std::collections::HashMap<String, String>,
@@ -357,6 +457,9 @@ impl Ledger {
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         let mut ledger = Ledger {
             conn,
+            wal_sync: Arc::new(WalSync::new(&path)),
+            defer: Default::default(),
+            owed: Default::default(),
             path,
             servers: Default::default(),
         };
@@ -410,20 +513,45 @@ impl Ledger {
             .context("starting a ledger transaction")
     }
 
-    /// For a step that is not [`FileState::durable`]: commits until the
-    /// guard drops are not fsynced (`synchronous = NORMAL` in WAL mode); the
-    /// next durable commit's fsync covers them. Durable steps keep `FULL`.
-    fn lazy_sync(&self, state: FileState, push: bool) -> anyhow::Result<SyncGuard<'_>> {
-        let lazy = !state.durable(push);
-        if lazy {
-            self.conn
-                .execute_batch("PRAGMA synchronous = NORMAL;")
-                .context("relaxing the ledger's sync for a step")?;
+    /// For a file's step: its commit is written with `synchronous =
+    /// NORMAL` (not fsynced); [`Ledger::durable`] then syncs it when the step
+    /// is [`FileState::durable`]. Other writes keep `FULL`.
+    fn relaxed(&self) -> anyhow::Result<SyncGuard<'_>> {
+        self.conn
+            .prepare_cached("PRAGMA synchronous = NORMAL")?
+            .execute([])
+            .context("relaxing the ledger's sync for a step")?;
+        Ok(SyncGuard { conn: &self.conn })
+    }
+
+    /// After a relaxed commit: makes it durable when `durable` (now, or
+    /// when the engine releases the ledger, if it deferred the sync).
+    fn durable(&self, durable: bool) -> anyhow::Result<()> {
+        if !durable {
+            return Ok(());
         }
-        Ok(SyncGuard {
-            conn: &self.conn,
-            lazy,
-        })
+        let ticket = self.wal_sync.ticket();
+        if self.defer.get() {
+            self.owed.set(self.owed.get().max(ticket));
+            Ok(())
+        } else {
+            self.wal_sync.wait(ticket)
+        }
+    }
+
+    /// Lets the caller sync durable steps after releasing the ledger:
+    /// while set, [`Ledger::take_owed_sync`] says what is owed.
+    pub fn defer_syncs(&self, on: bool) {
+        self.defer.set(on);
+    }
+
+    /// The sync a deferred durable step is owed, if any: the caller must
+    /// [`WalSync::wait`] for it before acting on the step.
+    pub fn take_owed_sync(&self) -> Option<(Arc<WalSync>, u64)> {
+        match self.owed.replace(0) {
+            0 => None,
+            t => Some((self.wal_sync.clone(), t)),
+        }
     }
 
     /// Tells the ledger each job's partner, for the audit trail.
@@ -517,6 +645,9 @@ impl Ledger {
         let conn = Connection::open(&path)?;
         let mut ledger = Ledger {
             conn,
+            wal_sync: Arc::new(WalSync::new(&path)),
+            defer: Default::default(),
+            owed: Default::default(),
             path,
             servers: Default::default(),
         };
@@ -571,7 +702,7 @@ impl Ledger {
     /// Records a newly seen file in state `seen`; returns its id.
     pub fn insert_file(&self, f: &NewFile<'_>) -> anyhow::Result<i64> {
         let t = now();
-        let _sync = self.lazy_sync(FileState::Seen, true)?;
+        let _sync = self.relaxed()?;
         let tx = self.write_tx()?;
         tx.prepare_cached(
             "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
@@ -593,6 +724,7 @@ impl Ledger {
         let id = tx.last_insert_rowid();
         self.event_in(&tx, &t, f.job, f.run_id, Some(id), "seen", None, None)?;
         tx.commit()?;
+        self.durable(FileState::Seen.durable(true))?;
         Ok(id)
     }
 
@@ -619,22 +751,46 @@ impl Ledger {
     /// state (refused unless [`FileState::may_become`] allows it), what goes
     /// with it (intent, temp name, verification), and its event.
     pub fn step(&self, file_id: i64, step: &Step<'_>) -> anyhow::Result<()> {
+        self.steps(file_id, std::slice::from_ref(step))
+    }
+
+    /// Records consecutive steps of one file (`sent` then `verified`, say)
+    /// in one transaction: each is checked, has its event and audit row as
+    /// if recorded alone, and they commit together, with one fsync if any
+    /// of them is durable. Nothing is recorded if one is refused.
+    pub fn steps(&self, file_id: i64, steps: &[Step<'_>]) -> anyhow::Result<()> {
         let t = now();
-        let state = step.state;
-        let finished = matches!(
-            state,
-            FileState::Done | FileState::Failed | FileState::Verified | FileState::Held
-        );
         // The state, its event and its audit row commit together: at most
-        // one fsync per step, none for a step no side effect depends on.
+        // one fsync per commit, none for a step no side effect depends on.
         let push: bool = self
             .conn
             .prepare_cached("SELECT direction = 'push' FROM files WHERE id = ?1")?
             .query_row([file_id], |r| r.get(0))
             .optional()?
             .unwrap_or(true);
-        let _sync = self.lazy_sync(state, push)?;
+        let _sync = self.relaxed()?;
         let tx = self.write_tx()?;
+        let mut durable = false;
+        for step in steps {
+            self.step_in(&tx, file_id, step, &t)?;
+            durable |= step.state.durable(push);
+        }
+        tx.commit()?;
+        self.durable(durable)
+    }
+
+    fn step_in(
+        &self,
+        tx: &Transaction<'_>,
+        file_id: i64,
+        step: &Step<'_>,
+        t: &str,
+    ) -> anyhow::Result<()> {
+        let state = step.state;
+        let finished = matches!(
+            state,
+            FileState::Done | FileState::Failed | FileState::Verified | FileState::Held
+        );
         let from: String = tx
             .prepare_cached("SELECT state FROM files WHERE id = ?1")?
             .query_row([file_id], |r| r.get(0))
@@ -669,7 +825,8 @@ impl Ledger {
                               temp_path = CASE WHEN ?9 THEN ?10 ELSE temp_path END,
                               remote_before = CASE WHEN ?11 THEN ?12 ELSE remote_before END,
                               resend = COALESCE(?13, resend),
-                              sha256 = COALESCE(?14, sha256)
+                              sha256 = COALESCE(?14, sha256),
+                              local_path = COALESCE(?15, local_path)
              WHERE id = ?1",
         )?
         .execute(params![
@@ -687,6 +844,7 @@ impl Ledger {
             before,
             step.resend,
             step.sha256,
+            step.local_path.map(|p| p.to_string_lossy().into_owned()),
         ])?;
         let detail = step.note.or(step.error);
         let kind = step.event.unwrap_or(state.as_str());
@@ -701,19 +859,18 @@ impl Ledger {
             extra.insert("note".into(), d.into());
         }
         audit::file_record(
-            &tx,
+            tx,
             file_id,
             kind,
             step.actor.unwrap_or(FERRY),
             &self.servers,
             extra,
-            |rec| audit::append(&tx, rec, &t),
+            |rec| audit::append(tx, rec, t),
         )?;
         if state == FileState::Verified {
             // A push file delivered: its interchange counts as sent (duplicate control, acks).
-            Ledger::mark_interchange_sent(&tx, file_id, &t)?;
+            Ledger::mark_interchange_sent(tx, file_id, t)?;
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -1011,7 +1168,7 @@ impl Ledger {
     /// Facts recorded on the way (a hash, where a file was placed) are not
     /// fsynced on their own: each is followed by a durable step.
     pub fn set_sha256(&self, file_id: i64, sha256: &str) -> anyhow::Result<()> {
-        let _sync = self.lazy_sync(FileState::Seen, true)?;
+        let _sync = self.relaxed()?;
         self.conn
             .prepare_cached("UPDATE files SET sha256 = ?2, updated_at = ?3 WHERE id = ?1")?
             .execute(params![file_id, sha256, now()])?;
@@ -1019,7 +1176,7 @@ impl Ledger {
     }
 
     pub fn set_local_path(&self, file_id: i64, path: &Path) -> anyhow::Result<()> {
-        let _sync = self.lazy_sync(FileState::Seen, true)?;
+        let _sync = self.relaxed()?;
         self.conn
             .prepare_cached("UPDATE files SET local_path = ?2, updated_at = ?3 WHERE id = ?1")?
             .execute(params![file_id, path.to_string_lossy(), now()])?;
@@ -1268,5 +1425,111 @@ mod tests {
                 .is_err()
         );
         assert_eq!(synchronous(&ledger), 2);
+    }
+
+    fn new_file(l: &Ledger, direction: &str) -> i64 {
+        l.insert_file(&NewFile {
+            job: "j",
+            direction,
+            name: "a",
+            size: 1,
+            mtime: None,
+            sha256: None,
+            remote_path: "/a",
+            local_path: None,
+            run_id: None,
+        })
+        .unwrap()
+    }
+
+    fn events(l: &Ledger, id: i64) -> Vec<String> {
+        let mut st = l
+            .conn
+            .prepare("SELECT kind FROM events WHERE file_id = ?1 ORDER BY id")
+            .unwrap();
+        st.query_map([id], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Steps recorded together are each checked and evented as if alone,
+    /// and a refused one leaves nothing of the others behind.
+    #[test]
+    fn steps_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("state")).unwrap();
+        let id = new_file(&l, "pull");
+        l.set_file_state(id, FileState::Sending, None, None)
+            .unwrap();
+        let sent = Step {
+            state: FileState::Sent,
+            sha256: Some("ab"),
+            ..Step::default()
+        };
+        let refused = Step {
+            state: FileState::Seen,
+            ..Step::default()
+        };
+        let err = l.steps(id, &[sent, refused]).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot become seen"), "{err:#}");
+        let row = l.file(id).unwrap();
+        assert_eq!(row.state, FileState::Sending);
+        assert_eq!(row.sha256, None, "the refused batch recorded nothing");
+        let verified = Step {
+            state: FileState::Verified,
+            verified: Some(Verified::Size),
+            ..Step::default()
+        };
+        l.steps(id, &[sent, verified]).unwrap();
+        let row = l.file(id).unwrap();
+        assert_eq!(row.state, FileState::Verified);
+        assert_eq!(row.sha256.as_deref(), Some("ab"));
+        assert_eq!(events(&l, id), ["seen", "sending", "sent", "verified"]);
+        assert!(matches!(l.verify_audit().unwrap(), Verdict::Intact { .. }));
+    }
+
+    /// While the engine defers syncs, a durable step leaves a sync owed (to
+    /// be done outside the ledger's lock) and a lazy one does not.
+    #[test]
+    fn a_deferred_durable_step_owes_a_sync_and_a_lazy_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("state")).unwrap();
+        let id = new_file(&l, "push");
+        l.defer_syncs(true);
+        l.set_file_state(id, FileState::Sending, None, None)
+            .unwrap();
+        let (wal, ticket) = l.take_owed_sync().expect("a push's sending is durable");
+        assert!(l.take_owed_sync().is_none(), "taken once");
+        l.set_file_state(id, FileState::Sent, None, None).unwrap();
+        assert!(l.take_owed_sync().is_none(), "sent is not durable");
+        l.defer_syncs(false);
+        wal.wait(ticket).unwrap();
+        // Synced already: a second wait for it returns without a sync.
+        wal.wait(ticket).unwrap();
+        assert!(wal.state.lock().unwrap().synced >= ticket);
+        // Not deferred: the durable step syncs before it returns.
+        l.set_file_state(id, FileState::Failed, None, Some("x"))
+            .unwrap();
+        assert!(l.take_owed_sync().is_none());
+        assert!(wal.state.lock().unwrap().synced > ticket);
+    }
+
+    /// Threads waiting for durability together all return, and one sync
+    /// can cover several of them (group commit).
+    #[test]
+    fn concurrent_waiters_for_the_wal_all_return_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("state")).unwrap();
+        let wal = l.wal_sync.clone();
+        let tickets: Vec<u64> = (0..16).map(|_| wal.ticket()).collect();
+        std::thread::scope(|s| {
+            for t in &tickets {
+                let wal = &wal;
+                s.spawn(move || wal.wait(*t).unwrap());
+            }
+        });
+        assert!(wal.state.lock().unwrap().synced >= 16);
+        assert!(!wal.state.lock().unwrap().running);
     }
 }

@@ -253,7 +253,9 @@ fn place_with(
             Ok(()) => {
                 std::fs::remove_file(src)?;
                 sync_dir(dir);
-                if let Some(parent) = src.parent() {
+                if let Some(parent) = src.parent()
+                    && parent != dir
+                {
                     sync_dir(parent);
                 }
                 return Ok(candidate);

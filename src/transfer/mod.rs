@@ -37,23 +37,26 @@ pub type ConnectFn = Arc<
 >;
 
 /// What the engine needs besides the job: where state lives and the ledger.
+/// Cloning is cheap (shared state behind `Arc`s): each session of a run is
+/// its own task, so a run's sessions use every core.
+#[derive(Clone)]
 pub struct Engine {
     pub state_dir: PathBuf,
     pub ledger: Arc<Mutex<Ledger>>,
     /// `max_connections` per server, shared by every job of this process.
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     /// How sessions are opened: the FTPS transport, or a test's wrapper around it.
     connector: ConnectFn,
     /// Sessions open (or opening) per server right now, across jobs: a
     /// refused login while another is open is the server's session limit.
-    open_sessions: Mutex<HashMap<String, usize>>,
+    open_sessions: Arc<Mutex<HashMap<String, usize>>>,
     /// The newest certificate expiry seen per server, for the run report.
-    cert_expiry: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    cert_expiry: Arc<Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>>,
     /// The certificate fingerprint last recorded per server in the audit
     /// trail, so only a first sighting or a change is written.
-    cert_seen: Mutex<HashMap<String, String>>,
+    cert_seen: Arc<Mutex<HashMap<String, String>>>,
     /// Logins each server refused (not counting session-limit refusals), for metrics.
-    login_failures: Mutex<HashMap<String, u64>>,
+    login_failures: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// Why a run was started, as the ledger records it.
@@ -324,12 +327,12 @@ impl Engine {
         Engine {
             state_dir,
             ledger: Arc::new(Mutex::new(ledger)),
-            limits: Mutex::new(HashMap::new()),
+            limits: Arc::new(Mutex::new(HashMap::new())),
             connector: Arc::new(|server| Box::pin(transport::connect(server))),
-            open_sessions: Mutex::new(HashMap::new()),
-            cert_expiry: Mutex::new(HashMap::new()),
-            cert_seen: Mutex::new(HashMap::new()),
-            login_failures: Mutex::new(HashMap::new()),
+            open_sessions: Arc::new(Mutex::new(HashMap::new())),
+            cert_expiry: Arc::new(Mutex::new(HashMap::new())),
+            cert_seen: Arc::new(Mutex::new(HashMap::new())),
+            login_failures: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -348,7 +351,18 @@ impl Engine {
             .ledger
             .lock()
             .map_err(|_| anyhow::anyhow!("the ledger lock was poisoned by a panic"))?;
-        f(&guard)
+        // A durable step's fsync happens after the lock is released, so the
+        // other sessions record their steps meanwhile (and share the fsync).
+        guard.defer_syncs(true);
+        let result = f(&guard);
+        guard.defer_syncs(false);
+        let owed = guard.take_owed_sync();
+        drop(guard);
+        if let Some((wal, ticket)) = owed {
+            // Nothing `f` recorded is acted on before this returns.
+            wal.wait(ticket)?;
+        }
+        result
     }
 
     pub(crate) fn limit(&self, server: &Server) -> Arc<Semaphore> {
@@ -506,7 +520,7 @@ impl Engine {
         &self,
         job: &Job,
         items: Vec<I>,
-        work: &dyn Attempt<I>,
+        work: Arc<dyn Attempt<I>>,
         stop: Option<&tokio_util::sync::CancellationToken>,
     ) -> (Vec<FileOutcome>, Option<String>) {
         if items.is_empty() {
@@ -522,29 +536,44 @@ impl Engine {
             .clamp(1, most.max(1) as usize);
         let limit = self.limit(&job.server);
         let (first_tx, first_rx) = tokio::sync::watch::channel(false);
-        let batch = Batch {
-            job,
+        let batch = Arc::new(Batch {
+            job: job.clone(),
             queue: Mutex::new(items.into_iter().collect::<VecDeque<I>>()),
             outcomes: Mutex::new(Vec::new()),
             connection_error: Mutex::new(None),
             work,
-            stop,
+            stop: stop.cloned(),
             known,
             first_tx,
             first_rx,
-        };
-        let workers = (0..sessions).map(|i| self.worker(&batch, &limit, i == 0));
-        futures_like::join_all(workers).await;
+        });
+        // Each session is its own task, so TLS, hashing and ledger steps of
+        // different files run on different cores. Dropping the run (the
+        // set) stops them all, as dropping one future did.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..sessions {
+            let w = self.clone().worker(batch.clone(), limit.clone(), i == 0);
+            set.spawn(w.instrument(tracing::Span::current()));
+        }
+        while let Some(done) = set.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
         // A worker the server turned away handed its file back; if the others
         // had already finished, one more session takes what is left.
-        let left = |b: &Batch<'_, I>| b.queue.lock().map_or(0, |q| q.len());
+        let left = |b: &Batch<I>| b.queue.lock().map_or(0, |q| q.len());
         let mut pass = 0;
         while left(&batch) > 0
             && batch.connection_error.lock().is_ok_and(|e| e.is_none())
             && !stop.is_some_and(|s| s.is_cancelled())
         {
             let before = left(&batch);
-            self.worker(&batch, &limit, true).await;
+            self.clone()
+                .worker(batch.clone(), limit.clone(), true)
+                .await;
             if left(&batch) < before {
                 continue;
             }
@@ -568,18 +597,23 @@ impl Engine {
             }
             tokio::time::sleep(backoff(&job.retry, pass)).await;
         }
-        let Batch {
-            outcomes,
-            connection_error,
-            ..
-        } = batch;
-        let mut outcomes = outcomes.into_inner().unwrap_or_default();
+        let mut outcomes = batch
+            .outcomes
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
         outcomes.sort_by(|a, b| a.name.cmp(&b.name));
-        (outcomes, connection_error.into_inner().unwrap_or_default())
+        let connection_error = batch
+            .connection_error
+            .lock()
+            .map(|mut e| e.take())
+            .unwrap_or_default();
+        (outcomes, connection_error)
     }
 
-    async fn worker<I: WorkItem>(&self, batch: &Batch<'_, I>, limit: &Arc<Semaphore>, first: bool) {
-        let job = batch.job;
+    async fn worker<I: WorkItem>(self, batch: Arc<Batch<I>>, limit: Arc<Semaphore>, first: bool) {
+        let batch = &*batch;
+        let job = &batch.job;
         if !first {
             // The others log in once the first session is up: a refusal then
             // is the server's session limit, not a wrong password.
@@ -603,7 +637,7 @@ impl Engine {
             {
                 break;
             }
-            if batch.stop.is_some_and(|s| s.is_cancelled()) {
+            if batch.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
                 // Shutting down: what is not started stays recorded and waits for the next run.
                 break;
             }
@@ -619,7 +653,7 @@ impl Engine {
                     match self.connect(job).await {
                         Ok(s) => {
                             session = Some(s);
-                            counted = Some(SessionCount::new(self, &job.server.name));
+                            counted = Some(SessionCount::new(&self, &job.server.name));
                             let _ = batch.first_tx.send(true);
                         }
                         Err(Refused::SessionLimit(others)) => {
@@ -897,13 +931,13 @@ impl Drop for SessionCount<'_> {
 }
 
 /// What the sessions of one run share.
-struct Batch<'a, I> {
-    job: &'a Job,
+struct Batch<I> {
+    job: Job,
     queue: Mutex<VecDeque<I>>,
     outcomes: Mutex<Vec<FileOutcome>>,
     connection_error: Mutex<Option<String>>,
-    work: &'a dyn Attempt<I>,
-    stop: Option<&'a tokio_util::sync::CancellationToken>,
+    work: Arc<dyn Attempt<I>>,
+    stop: Option<tokio_util::sync::CancellationToken>,
     /// The server's quirks as the ledger knew them when the run began.
     known: Quirks,
     /// Set once the first session is up (or could not be had).
@@ -912,14 +946,14 @@ struct Batch<'a, I> {
 }
 
 /// A file queued for a run.
-pub(crate) trait WorkItem: Send + Sync {
+pub(crate) trait WorkItem: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn file_id(&self) -> i64;
 }
 
 /// One attempt at one file through an open session.
 #[async_trait::async_trait]
-pub(crate) trait Attempt<I: WorkItem>: Sync {
+pub(crate) trait Attempt<I: WorkItem>: Send + Sync {
     async fn attempt(
         &self,
         remote: &mut dyn Remote,
@@ -950,26 +984,6 @@ pub fn remote_join(dir: &str, name: &str) -> String {
         format!("{dir}{name}")
     } else {
         format!("{dir}/{name}")
-    }
-}
-
-/// Small future helpers, so the engine needs no extra crate.
-pub(crate) mod futures_like {
-    use std::future::Future;
-    use std::pin::Pin;
-
-    /// Polls all futures concurrently on this task until every one is done.
-    pub async fn join_all<F: Future<Output = ()>>(futs: impl Iterator<Item = F>) {
-        let mut futs: Vec<Pin<Box<F>>> = futs.map(Box::pin).collect();
-        std::future::poll_fn(move |cx| {
-            futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-            if futs.is_empty() {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
     }
 }
 

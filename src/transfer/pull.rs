@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
@@ -14,7 +15,7 @@ use super::{
     Attempt, Engine, Failure, FileOutcome, FileStatus, RunOptions, RunReport, WorkItem, remote_join,
 };
 use crate::config::{AfterPull, Flow, Job, Verify};
-use crate::ledger::{FileState, NewFile, Verified};
+use crate::ledger::{FileState, NewFile, Step, Verified};
 use crate::transport::{Remote, RemoteEntry, TransportError};
 
 pub(super) struct PullItem {
@@ -134,16 +135,22 @@ pub(super) async fn run(
     let unparsed = session.listing_unparsed();
     session.close().await;
 
-    let attempt = PullAttempt {
-        engine,
-        job,
+    let attempt = Arc::new(PullAttempt {
+        engine: engine.clone(),
+        job: job.clone(),
         progress: opts.progress.clone(),
         notices: std::sync::Mutex::new(Vec::new()),
-    };
-    let (done, connection_error) = engine.drive(job, items, &attempt, opts.stop.as_ref()).await;
+    });
+    let (done, connection_error) = engine
+        .drive(job, items, attempt.clone(), opts.stop.as_ref())
+        .await;
     outcomes.extend(done);
     let mut report = RunReport::new(job, outcomes, connection_error);
-    report.edi = attempt.notices.into_inner().unwrap_or_default();
+    report.edi = attempt
+        .notices
+        .lock()
+        .map(|mut n| std::mem::take(&mut *n))
+        .unwrap_or_default();
     report.listing_unparsed = unparsed;
     Ok(report)
 }
@@ -265,23 +272,23 @@ async fn identity_now(
     Ok(Some((size, Some(crate::ledger::rfc3339(mtime)))))
 }
 
-struct PullAttempt<'a> {
-    engine: &'a Engine,
-    job: &'a Job,
+struct PullAttempt {
+    engine: Engine,
+    job: Job,
     progress: Option<super::Progress>,
     /// What the acknowledgements read in this run call for (`edi.acks_for`).
     notices: std::sync::Mutex<Vec<crate::edi::Notice>>,
 }
 
 #[async_trait::async_trait]
-impl Attempt<PullItem> for PullAttempt<'_> {
+impl Attempt<PullItem> for PullAttempt {
     async fn attempt(
         &self,
         remote: &mut dyn Remote,
         item: &PullItem,
         _attempt: u32,
     ) -> Result<FileOutcome, Failure> {
-        let (engine, job) = (self.engine, self.job);
+        let (engine, job) = (&self.engine, &self.job);
         let row = engine.ledger(|l| l.file(item.id))?;
         let part = part_path(job, &item.name);
         let mut note = None;
@@ -311,11 +318,29 @@ impl Attempt<PullItem> for PullAttempt<'_> {
         {
             state = FileState::Seen;
         }
+        let outcome = |status: FileStatus,
+                       note: Option<String>,
+                       level: Verified|
+         -> Result<FileOutcome, Failure> {
+            let row = engine.ledger(|l| l.file(item.id))?;
+            Ok(FileOutcome {
+                name: item.name.clone(),
+                remote_path: item.remote_path.clone(),
+                bytes: row.size,
+                sha256: row.sha256,
+                verified: level,
+                attempts: row.attempts,
+                status,
+                note,
+            })
+        };
+        // The downloaded file's SHA-256 (on record once it is `sent`).
+        let mut sha = row.sha256.clone().unwrap_or_default();
         if matches!(
             state,
             FileState::Seen | FileState::Sending | FileState::Failed
         ) {
-            let resumed = download(
+            let (resumed, got) = download(
                 engine,
                 remote,
                 item,
@@ -328,11 +353,32 @@ impl Attempt<PullItem> for PullAttempt<'_> {
             if let Some(offset) = resumed {
                 note = Some(format!("resumed at byte {offset}"));
             }
-            state = FileState::Sent;
+            sha = got;
+            // `sent` and `verified` commit together once the check is done
+            // (a crash before then downloads again: the .part is not trusted).
+            let checked = verify_download(remote, &item.remote_path, &sha, item.size, job).await;
+            let sent = Step {
+                state: FileState::Sent,
+                sha256: Some(&sha),
+                ..Step::default()
+            };
+            level = match checked {
+                Ok(level) => level,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    engine.ledger(|l| l.step(item.id, &sent))?;
+                    return Err(e);
+                }
+            };
+            let verified = Step {
+                state: FileState::Verified,
+                verified: Some(level),
+                ..Step::default()
+            };
+            engine.ledger(|l| l.steps(item.id, &[sent, verified]))?;
+            state = FileState::Verified;
         }
         if state == FileState::Sent {
-            let row = engine.ledger(|l| l.file(item.id))?;
-            let sha = row.sha256.clone().unwrap_or_default();
             level = verify_download(remote, &item.remote_path, &sha, item.size, job)
                 .await
                 .inspect_err(|_| {
@@ -342,10 +388,6 @@ impl Attempt<PullItem> for PullAttempt<'_> {
             state = FileState::Verified;
         }
         if state == FileState::Verified {
-            let sha = engine
-                .ledger(|l| l.file(item.id))?
-                .sha256
-                .unwrap_or_default();
             // Acknowledgements are read from the verified .part, before the
             // file is placed where a downstream system may take it at once.
             if let Some(edi) = &job.edi
@@ -408,25 +450,25 @@ impl Attempt<PullItem> for PullAttempt<'_> {
                     placed
                 }
             };
-            engine.ledger(|l| {
-                l.set_local_path(item.id, &placed)?;
-                l.set_file_state(item.id, FileState::Renamed, Some(level), None)
-            })?;
+            let renamed = Step {
+                state: FileState::Renamed,
+                verified: Some(level),
+                local_path: Some(&placed),
+                ..Step::default()
+            };
+            if after_action(job) == AfterPull::Keep {
+                // Nothing is left to do on the server: the journey ends in the same commit.
+                let done = Step {
+                    state: FileState::Done,
+                    ..Step::default()
+                };
+                engine.ledger(|l| l.steps(item.id, &[renamed, done]))?;
+                info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
+                return outcome(FileStatus::Delivered, note, level);
+            }
+            engine.ledger(|l| l.step(item.id, &renamed))?;
         }
         // The file is safe locally; now the remote side, then the end of the journey.
-        let outcome = |status: FileStatus, note: Option<String>| -> Result<FileOutcome, Failure> {
-            let row = engine.ledger(|l| l.file(item.id))?;
-            Ok(FileOutcome {
-                name: item.name.clone(),
-                remote_path: item.remote_path.clone(),
-                bytes: row.size,
-                sha256: row.sha256,
-                verified: level,
-                attempts: row.attempts,
-                status,
-                note,
-            })
-        };
         match after_pull(remote, job, item).await {
             Ok(done_note) => {
                 engine.ledger(|l| {
@@ -446,7 +488,7 @@ impl Attempt<PullItem> for PullAttempt<'_> {
                     l.set_file_state(item.id, FileState::Done, None, None)
                 })?;
                 info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
-                outcome(FileStatus::Delivered, done_note.or(note))
+                outcome(FileStatus::Delivered, done_note.or(note), level)
             }
             Err(e) => {
                 // Downloaded and placed: only the after-action is left. It is
@@ -465,9 +507,9 @@ impl Attempt<PullItem> for PullAttempt<'_> {
                 })?;
                 warn!(job = %job.name, file = %item.name, tries, "after_pull failed: {e}");
                 if tries >= u64::from(job.retry.attempts) {
-                    outcome(FileStatus::Failed { error: msg }, None)
+                    outcome(FileStatus::Failed { error: msg }, None, level)
                 } else {
-                    outcome(FileStatus::NotReady, Some(msg))
+                    outcome(FileStatus::NotReady, Some(msg), level)
                 }
             }
         }
@@ -539,7 +581,8 @@ async fn after_pull(
 }
 
 /// Streams the remote file into its `.part` (resuming a partial one when
-/// the server supports REST), fsyncs it and records its SHA-256.
+/// the server supports REST) and fsyncs it; returns where it resumed and
+/// the file's SHA-256, for the caller to record with its verification.
 async fn download(
     engine: &Engine,
     remote: &mut dyn Remote,
@@ -548,7 +591,7 @@ async fn download(
     part: &Path,
     job: &Job,
     progress: Option<super::Progress>,
-) -> Result<Option<u64>, Failure> {
+) -> Result<(Option<u64>, String), Failure> {
     let existing = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let resumable =
         row.attempts > 0 && existing > 0 && existing < item.size && remote.capabilities().resume;
@@ -613,7 +656,9 @@ async fn download(
         let _ = std::fs::remove_file(part);
         return Err(Failure::Retry(format!("writing {}: {e}", part.display())));
     }
-    local::sync_dir(&job.local_dir);
+    // The .part's name needs no sync of its own: a crash that loses it
+    // leaves the record before `verified`, and the file is fetched again.
+    // Placing it syncs the folder.
     if total != item.size {
         let _ = std::fs::remove_file(part);
         return Err(Failure::Retry(format!(
@@ -621,11 +666,7 @@ async fn download(
             item.remote_path, item.size
         )));
     }
-    engine.ledger(|l| {
-        l.set_sha256(item.id, &sha)?;
-        l.set_file_state(item.id, FileState::Sent, None, None)
-    })?;
-    Ok((offset > 0).then_some(offset))
+    Ok(((offset > 0).then_some(offset), sha))
 }
 
 /// Size was checked while streaming; the server's SHA-256 when it offers one.

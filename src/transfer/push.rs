@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncReadExt;
@@ -233,11 +234,11 @@ pub(super) async fn run(
         .drive(
             job,
             items,
-            &PushAttempt {
-                engine,
-                job,
+            Arc::new(PushAttempt {
+                engine: engine.clone(),
+                job: job.clone(),
                 progress: opts.progress.clone(),
-            },
+            }),
             opts.stop.as_ref(),
         )
         .await;
@@ -300,9 +301,9 @@ pub(super) async fn hash_file(path: &std::path::Path) -> anyhow::Result<String> 
     Ok(h.finish().1)
 }
 
-struct PushAttempt<'a> {
-    engine: &'a Engine,
-    job: &'a Job,
+struct PushAttempt {
+    engine: Engine,
+    job: Job,
     progress: Option<super::Progress>,
 }
 
@@ -325,18 +326,18 @@ enum Plan {
 }
 
 #[async_trait::async_trait]
-impl Attempt<PushItem> for PushAttempt<'_> {
+impl Attempt<PushItem> for PushAttempt {
     async fn attempt(
         &self,
         remote: &mut dyn Remote,
         item: &PushItem,
         _attempt: u32,
     ) -> Result<FileOutcome, Failure> {
-        let (engine, job) = (self.engine, self.job);
+        let (engine, job) = (&self.engine, &self.job);
         let row = engine.ledger(|l| l.file(item.id))?;
         if row.state == FileState::Verified {
             // Delivered earlier; only the after-action is left.
-            return finish(engine, job, item, row.verified, None).await;
+            return finish(engine, job, item, row.verified, None, false).await;
         }
         let mut d = Delivery::new(engine, job, item, row);
         let mut plan = if item.abandon {
@@ -378,7 +379,8 @@ impl Attempt<PushItem> for PushAttempt<'_> {
             };
         }
         let level = engine.ledger(|l| l.file(item.id))?.verified;
-        finish(engine, job, item, level, note).await
+        let done = d.done_recorded;
+        finish(engine, job, item, level, note, done).await
     }
 }
 
@@ -392,6 +394,10 @@ struct Delivery<'a> {
     row: FileRow,
     upload: Upload,
     final_path: String,
+    /// The upload finished in this attempt; `sent` goes with the next step.
+    sent_unrecorded: bool,
+    /// `done` was recorded with `verified` (nothing follows the delivery).
+    done_recorded: bool,
 }
 
 impl<'a> Delivery<'a> {
@@ -407,6 +413,8 @@ impl<'a> Delivery<'a> {
             item,
             row,
             upload,
+            sent_unrecorded: false,
+            done_recorded: false,
         }
     }
 
@@ -683,19 +691,37 @@ impl<'a> Delivery<'a> {
             }
             r => r?,
         };
-        self.engine.ledger(|l| {
-            l.step(
-                self.row.id,
-                &Step {
-                    state: FileState::Sent,
-                    sha256: Some(&sha),
-                    ..Step::default()
-                },
-            )
-        })?;
+        // `sent` is recorded with what the check decides (one commit): a
+        // crash before then is an upload whose intent is recorded, which
+        // the next run reconciles from the listing like any other.
         self.row.state = FileState::Sent;
         self.row.sha256 = Some(sha.clone());
+        self.sent_unrecorded = true;
         Ok(sha)
+    }
+
+    /// The `sent` step, when the upload finished in this attempt and it is
+    /// not recorded yet: to be recorded with the step that follows it.
+    fn sent_step(&self) -> Option<Step<'_>> {
+        self.sent_unrecorded.then(|| Step {
+            state: FileState::Sent,
+            sha256: self.row.sha256.as_deref(),
+            ..Step::default()
+        })
+    }
+
+    /// Records `steps` after the unrecorded `sent`, if any, in one commit.
+    fn record(&mut self, steps: &[Step<'_>]) -> Result<(), Failure> {
+        let all: Vec<Step<'_>> = self
+            .sent_step()
+            .into_iter()
+            .chain(steps.iter().copied())
+            .collect();
+        if !all.is_empty() {
+            self.engine.ledger(|l| l.steps(self.row.id, &all))?;
+        }
+        self.sent_unrecorded = false;
+        Ok(())
     }
 
     /// Verifies the complete file at its target. For temp_rename the next
@@ -716,6 +742,9 @@ impl<'a> Delivery<'a> {
             &job.server.name,
         )
         .await;
+        if checked.is_err() {
+            self.record(&[])?;
+        }
         let level = match checked {
             Ok(level) => level,
             Err(f @ Failure::Mismatch(_)) => {
@@ -743,26 +772,26 @@ impl<'a> Delivery<'a> {
         };
         match self.upload {
             Upload::TempRename => {
-                self.engine.ledger(|l| {
-                    l.step(
-                        self.row.id,
-                        &Step {
-                            state: FileState::Renaming,
-                            intent: Some(Some(Intent::Rename)),
-                            verified: Some(level),
-                            ..Step::default()
-                        },
-                    )
-                })?;
+                self.record(&[Step {
+                    state: FileState::Renaming,
+                    intent: Some(Some(Intent::Rename)),
+                    verified: Some(level),
+                    ..Step::default()
+                }])?;
                 self.row.state = FileState::Renaming;
                 self.row.intent = Some(Intent::Rename);
                 self.row.verified = level;
                 Ok(Some(Plan::Rename))
             }
             Upload::Direct => {
-                self.engine.ledger(|l| {
-                    l.set_file_state(self.row.id, FileState::Verified, Some(level), None)
-                })?;
+                let mut steps = vec![Step {
+                    state: FileState::Verified,
+                    verified: Some(level),
+                    ..Step::default()
+                }];
+                steps.extend(self.done_step());
+                self.record(&steps)?;
+                self.row.verified = level;
                 Ok(None)
             }
         }
@@ -776,15 +805,25 @@ impl<'a> Delivery<'a> {
                 .ledger(|l| l.set_file_state(self.row.id, FileState::Renaming, None, None))?;
         }
         remote.rename(&t, &self.final_path).await?;
-        self.engine.ledger(|l| {
-            l.set_file_state(
-                self.row.id,
-                FileState::Verified,
-                Some(self.row.verified),
-                None,
-            )
-        })?;
+        let mut steps = vec![Step {
+            state: FileState::Verified,
+            verified: Some(self.row.verified),
+            ..Step::default()
+        }];
+        steps.extend(self.done_step());
+        self.record(&steps)?;
         Ok(())
+    }
+
+    /// With `after_push: keep` nothing follows the delivery: `done` is
+    /// recorded in the same commit as `verified`.
+    fn done_step(&mut self) -> Option<Step<'static>> {
+        let keep = matches!(&self.job.flow, Flow::Push { after, .. } if *after == AfterPush::Keep);
+        self.done_recorded = keep;
+        keep.then(|| Step {
+            state: FileState::Done,
+            ..Step::default()
+        })
     }
 
     /// Removes this delivery's temp file and gives the record up: the local
@@ -961,6 +1000,7 @@ async fn finish(
     item: &PushItem,
     level: Verified,
     mut note: Option<String>,
+    done_recorded: bool,
 ) -> Result<FileOutcome, Failure> {
     let after = match &job.flow {
         Flow::Push { after, .. } => *after,
@@ -1001,7 +1041,7 @@ async fn finish(
             }
         }
     }
-    if done {
+    if done && !done_recorded {
         engine.ledger(|l| l.set_file_state(item.id, FileState::Done, None, None))?;
     }
     let row = engine.ledger(|l| l.file(item.id))?;
