@@ -701,31 +701,44 @@ impl Ledger {
 
     /// Records a newly seen file in state `seen`; returns its id.
     pub fn insert_file(&self, f: &NewFile<'_>) -> anyhow::Result<i64> {
+        Ok(self.insert_files(std::slice::from_ref(f))?[0])
+    }
+
+    /// Records newly seen files (a listing's worth) in one commit; returns
+    /// their ids in order. Each has its `seen` event and audit row.
+    pub fn insert_files(&self, files: &[NewFile<'_>]) -> anyhow::Result<Vec<i64>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
         let t = now();
         let _sync = self.relaxed()?;
         let tx = self.write_tx()?;
-        tx.prepare_cached(
-            "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
-                                state, run_id, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'seen', ?9, ?10, ?10)",
-        )?
-        .execute(params![
-            f.job,
-            f.direction,
-            f.name,
-            f.size,
-            f.mtime.map(rfc3339),
-            f.sha256,
-            f.remote_path,
-            f.local_path.map(|p| p.to_string_lossy().into_owned()),
-            f.run_id,
-            t
-        ])?;
-        let id = tx.last_insert_rowid();
-        self.event_in(&tx, &t, f.job, f.run_id, Some(id), "seen", None, None)?;
+        let mut ids = Vec::with_capacity(files.len());
+        for f in files {
+            tx.prepare_cached(
+                "INSERT INTO files (job, direction, name, size, mtime, sha256, remote_path, local_path,
+                                    state, run_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'seen', ?9, ?10, ?10)",
+            )?
+            .execute(params![
+                f.job,
+                f.direction,
+                f.name,
+                f.size,
+                f.mtime.map(rfc3339),
+                f.sha256,
+                f.remote_path,
+                f.local_path.map(|p| p.to_string_lossy().into_owned()),
+                f.run_id,
+                t
+            ])?;
+            let id = tx.last_insert_rowid();
+            self.event_in(&tx, &t, f.job, f.run_id, Some(id), "seen", None, None)?;
+            ids.push(id);
+        }
         tx.commit()?;
         self.durable(FileState::Seen.durable(true))?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Moves a file to `state`, with the verification level and error that go with it.

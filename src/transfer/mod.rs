@@ -522,8 +522,12 @@ impl Engine {
         items: Vec<I>,
         work: Arc<dyn Attempt<I>>,
         stop: Option<&tokio_util::sync::CancellationToken>,
+        spare: Option<Spare>,
     ) -> (Vec<FileOutcome>, Option<String>) {
         if items.is_empty() {
+            if let Some(Spare(mut s, _)) = spare {
+                s.close().await;
+            }
             return (Vec::new(), None);
         }
         let known = self.quirks(&job.server.name);
@@ -546,6 +550,7 @@ impl Engine {
             known,
             first_tx,
             first_rx,
+            spare: Mutex::new(spare),
         });
         // Each session is its own task, so TLS, hashing and ledger steps of
         // different files run on different cores. Dropping the run (the
@@ -622,12 +627,23 @@ impl Engine {
         }
         // However this worker ends, the others may start.
         let _release = first.then(|| Release(&batch.first_tx));
-        let Ok(_permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
+        let spare = batch.spare.lock().ok().and_then(|mut s| s.take());
         let mut session: Option<Box<dyn Remote>> = None;
         // Counts `session` among the server's open sessions while it is up.
         let mut counted: Option<SessionCount> = None;
+        let _permit = match spare {
+            // The run's listing session carries on (its permit with it).
+            Some(Spare(s, permit)) => {
+                session = Some(s);
+                counted = Some(SessionCount::new(&self, &job.server.name));
+                let _ = batch.first_tx.send(true);
+                permit
+            }
+            None => match limit.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         loop {
             if batch
                 .connection_error
@@ -930,6 +946,10 @@ impl Drop for SessionCount<'_> {
     }
 }
 
+/// An open session (the listing's) handed to a run's first worker, with
+/// the `max_connections` permit it holds.
+pub(crate) struct Spare(pub Box<dyn Remote>, pub tokio::sync::OwnedSemaphorePermit);
+
 /// What the sessions of one run share.
 struct Batch<I> {
     job: Job,
@@ -943,6 +963,8 @@ struct Batch<I> {
     /// Set once the first session is up (or could not be had).
     first_tx: tokio::sync::watch::Sender<bool>,
     first_rx: tokio::sync::watch::Receiver<bool>,
+    /// A session already open for this run, for the first worker.
+    spare: Mutex<Option<Spare>>,
 }
 
 /// A file queued for a run.

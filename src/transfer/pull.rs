@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use super::local::{self, Hashing};
@@ -66,7 +65,7 @@ pub(super) async fn run(
         })
         .collect();
 
-    let (mut session, listing) = match list_with_retries(engine, job).await {
+    let (session, permit, listing) = match list_with_retries(engine, job).await {
         Ok(v) => v,
         Err(msg) => {
             for it in &items {
@@ -87,6 +86,7 @@ pub(super) async fn run(
         .iter()
         .map(|i| (i.name.clone(), (i.size, i.mtime.clone())))
         .collect();
+    let mut new = Vec::new();
     for e in stable {
         let mtime = mtime_key(&e);
         if unfinished.get(&e.name) == Some(&(e.size, mtime.clone())) {
@@ -111,19 +111,26 @@ pub(super) async fn run(
             _ => {}
         }
         let remote_path = remote_join(&job.remote_dir, &e.name);
-        let id = engine.ledger(|l| {
-            l.insert_file(&NewFile {
-                job: &job.name,
-                direction: "pull",
-                name: &e.name,
-                size: e.size,
-                mtime: e.mtime,
-                sha256: None,
-                remote_path: &remote_path,
-                local_path: None,
-                run_id: Some(run_id),
-            })
-        })?;
+        new.push((e, remote_path, mtime));
+    }
+    // A listing's new files are recorded in one commit.
+    let records: Vec<NewFile> = new
+        .iter()
+        .map(|(e, remote_path, _)| NewFile {
+            job: &job.name,
+            direction: "pull",
+            name: &e.name,
+            size: e.size,
+            mtime: e.mtime,
+            sha256: None,
+            remote_path,
+            local_path: None,
+            run_id: Some(run_id),
+        })
+        .collect();
+    let ids = engine.ledger(|l| l.insert_files(&records))?;
+    drop(records);
+    for ((e, remote_path, mtime), id) in new.into_iter().zip(ids) {
         items.push(PullItem {
             id,
             name: e.name,
@@ -133,7 +140,6 @@ pub(super) async fn run(
         });
     }
     let unparsed = session.listing_unparsed();
-    session.close().await;
 
     let attempt = Arc::new(PullAttempt {
         engine: engine.clone(),
@@ -142,7 +148,14 @@ pub(super) async fn run(
         notices: std::sync::Mutex::new(Vec::new()),
     });
     let (done, connection_error) = engine
-        .drive(job, items, attempt.clone(), opts.stop.as_ref())
+        .drive(
+            job,
+            items,
+            attempt.clone(),
+            opts.stop.as_ref(),
+            // The listing's session downloads too: one login fewer.
+            permit.map(|p| super::Spare(session, p)),
+        )
         .await;
     outcomes.extend(done);
     let mut report = RunReport::new(job, outcomes, connection_error);
@@ -155,14 +168,22 @@ pub(super) async fn run(
     Ok(report)
 }
 
+/// The listing session, its `max_connections` permit, and the listing:
+/// files stable since the first listing, and names still growing.
+type Listed = (
+    Box<dyn Remote>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    (Vec<RemoteEntry>, Vec<String>),
+);
+
 /// Connects and lists, retrying a lost connection with backoff like any
 /// other attempt. Returns the session (kept for the downloads) and listing.
 async fn list_with_retries(
     engine: &Engine,
     job: &Job,
-) -> Result<(Box<dyn Remote>, (Vec<RemoteEntry>, Vec<String>)), String> {
+) -> Result<Listed, String> {
     // The listing session counts against max_connections like any other.
-    let _permit = engine.limit(&job.server).acquire_owned().await;
+    let permit = engine.limit(&job.server).acquire_owned().await.ok();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -171,7 +192,7 @@ async fn list_with_retries(
             .await
             .map_err(|e| format!("cannot reach {}: {e}", job.server.name))?;
         match list_stable(session.as_mut(), job).await {
-            Ok(l) => return Ok((session, l)),
+            Ok(l) => return Ok((session, permit, l)),
             Err(e) => {
                 session.close().await;
                 if !e.is_session_fatal() || attempt >= job.retry.attempts {
@@ -607,17 +628,13 @@ async fn download(
     };
     engine.ledger(|l| l.set_file_state(item.id, FileState::Sending, None, None))?;
     let local_err = |e: std::io::Error| Failure::Retry(format!("writing {}: {e}", part.display()));
-    let mut file = if offset > 0 {
-        tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(part)
-            .await
-            .map_err(local_err)?
+    let file = if offset > 0 {
+        std::fs::OpenOptions::new().append(true).open(part)
     } else {
-        tokio::fs::File::create(part).await.map_err(local_err)?
-    };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let mut writer = Hashing::new(local::Writeback::new(&mut file, fd, offset))
+        std::fs::File::create(part)
+    }
+    .map_err(local_err)?;
+    let mut writer = Hashing::new(local::Writeback::new(file, offset))
         .with_progress(progress, &item.name, item.size);
     if offset > 0 {
         let head = std::fs::read(part).map_err(local_err)?;
@@ -626,7 +643,8 @@ async fn download(
     let got = remote
         .download(&item.remote_path, offset, &mut writer)
         .await;
-    let (_, sha, total) = writer.finish();
+    let (file, sha, total) = writer.finish();
+    let file = file.into_inner();
     match got {
         Ok(_) => {}
         Err(e @ TransportError::FileUnavailable { .. }) => {
@@ -647,11 +665,11 @@ async fn download(
         }
         Err(e) => return Err(Failure::Transport(e)), // the partial .part is resumed next attempt
     }
-    let synced = async {
-        file.flush().await?;
-        file.sync_all().await
-    }
-    .await;
+    // The fsync waits for the disk: off the task's thread, so the other
+    // sessions go on meanwhile.
+    let synced = tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     if let Err(e) = synced {
         let _ = std::fs::remove_file(part);
         return Err(Failure::Retry(format!("writing {}: {e}", part.display())));

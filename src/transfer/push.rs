@@ -240,6 +240,7 @@ pub(super) async fn run(
                 progress: opts.progress.clone(),
             }),
             opts.stop.as_ref(),
+            None,
         )
         .await;
     outcomes.extend(done);
