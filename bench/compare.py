@@ -309,6 +309,9 @@ def main():
     ap.add_argument("--big-mib", type=int, default=512)
     ap.add_argument("--port", type=int, default=39100)
     ap.add_argument("--tools", default="ferry,lftp,curl,rclone")
+    ap.add_argument("--huge-gib", type=int, default=0,
+                    help="also move one file of this many GiB each way with ferry alone "
+                         "(peak RSS for a file far larger than memory buffers; needs 3x the space)")
     args = ap.parse_args()
     if args.quick:
         args.small, args.big_mib, args.reps = 200, 64, 1
@@ -354,6 +357,16 @@ def main():
                       ["ferry"], "files/s", n, "1.2")["ferry"]
         t13 = measure(ctx, f"{n} up ProFTPD TLS 1.3", pro, "push", small, small_dir,
                       ["ferry"], "files/s", n, "1.3")["ferry"]
+        huge = []
+        if args.huge_gib:
+            hdir = os.path.join(ctx.work, "huge")
+            os.makedirs(hdir)
+            hsum = make_big(os.path.join(hdir, "archive.835"), args.huge_gib * 1024)
+            for d in ("push", "pull"):
+                r = measure(ctx, f"{args.huge_gib} GiB {'up' if d == 'push' else 'down'}", vs, d,
+                            hsum, hdir, ["ferry"], "MiB/s", args.huge_gib * 1024)["ferry"]
+                huge.append((d, r))
+            shutil.rmtree(hdir, ignore_errors=True)
         print()
         print(f"{n} x 10 KiB and {mib} MiB, median of {ctx.reps}, max_connections {PARALLEL}, "
               f"every result SHA-256 checked")
@@ -362,6 +375,13 @@ def main():
         print("|---|---:|" + "---:|" * len(peers) + "---:|---:|---:|")
         for line in table:
             print(line)
+        for d, r in huge:
+            way = "up" if d == "push" else "down"
+            if isinstance(r, str):
+                print(f"{args.huge_gib} GiB {way}: {r}")
+            else:
+                print(f"{args.huge_gib} GiB {way} (ferry, vsftpd): {args.huge_gib * 1024 / r[0]:.0f} MiB/s, "
+                      f"peak RSS {r[1] // 1024} MiB")
         if not isinstance(t12, str) and not isinstance(t13, str):
             print()
             print(f"TLS 1.3 against ProFTPD, {n} x 10 KiB up: {t13[0]:.2f} s against "

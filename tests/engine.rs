@@ -222,6 +222,14 @@ async fn a_remote_file_deleted_between_list_and_download_fails_alone_and_clearly
     );
     assert!(!s.local("inbox/.gone.999.part").exists());
     assert!(!s.local("inbox/gone.999").exists());
+    // A small file's `sending` goes with the steps after it; an attempt
+    // that fails records it then, so the ledger counts the attempt.
+    let l = engine.ledger.lock().unwrap();
+    let id = (1..=2)
+        .find(|&i| l.file(i).unwrap().name == "gone.999")
+        .unwrap();
+    assert_eq!(l.file(id).unwrap().attempts, 1, "counted in the ledger");
+    assert_eq!(l.count_events(id, "sending").unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -475,4 +483,78 @@ async fn once_shows_progress_bars_on_a_terminal_and_none_when_piped() {
         shown.contains("MiB/") && shown.contains("big-1.837"),
         "a progress bar on the terminal: {shown:?}"
     );
+}
+
+/// Steps that commit together (a listing's records, sent with verified,
+/// renamed with done) still leave every file's whole journey, in order,
+/// each step once, in the events and the audit trail, with several
+/// sessions recording at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_several_sessions_records_every_step_of_every_file_once() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("inbound")).unwrap();
+    let s = Setup::new(&format!("{}    max_connections: 3\n", inprocess_yaml(&srv)));
+    s.job("out", &push_job("after_push: keep\n"));
+    s.job(
+        "in",
+        "direction: pull\nserver: srv\nlocal_dir: ../inbox\nremote_dir: /inbound\nstable_for: 0s\nafter_pull: keep\n",
+    );
+    const N: i64 = 30;
+    for i in 0..N {
+        s.drop_file(
+            &format!("outbox/c{i:02}.837"),
+            format!("ISA*{i}~").as_bytes(),
+        );
+    }
+    let (cfg, engine) = (s.config(), s.engine());
+    assert_eq!(run(&engine, &cfg, "out").await.delivered(), N as usize);
+    assert_eq!(run(&engine, &cfg, "in").await.delivered(), N as usize);
+    let l = engine.ledger.lock().unwrap();
+    let journey = |id: i64, kinds: &[&str]| {
+        let row = l.file(id).unwrap();
+        assert_eq!(row.state, ferry::ledger::FileState::Done, "file {id}");
+        assert_eq!(row.attempts, 1, "file {id}: one attempt, counted once");
+        for k in kinds {
+            assert_eq!(l.count_events(id, k).unwrap(), 1, "file {id}: {k}");
+        }
+        row
+    };
+    for id in 1..=N {
+        let row = journey(
+            id,
+            &["seen", "sending", "sent", "renaming", "verified", "done"],
+        );
+        assert_eq!(row.direction, "push");
+    }
+    for id in N + 1..=2 * N {
+        let row = journey(
+            id,
+            &["seen", "sending", "sent", "verified", "renamed", "done"],
+        );
+        assert_eq!(row.direction, "pull");
+        assert!(row.sha256.is_some(), "the SHA-256 is recorded with sent");
+        let placed = std::path::PathBuf::from(row.local_path.expect("the placed path"));
+        assert_eq!(
+            std::fs::read(&placed).unwrap(),
+            std::fs::read(s.local(&format!("outbox/{}", row.name))).unwrap()
+        );
+    }
+    // The audit trail has the same steps, in order, each file's own.
+    match l.verify_audit().unwrap() {
+        ferry::ledger::Verdict::Intact { .. } => {}
+        v => panic!("{v:?}"),
+    }
+    let rows = l.audit_entries(&Default::default()).unwrap();
+    for id in N + 1..=2 * N {
+        let kinds: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.file_id == Some(id))
+            .map(|r| r.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["seen", "sending", "sent", "verified", "renamed", "done"],
+            "file {id}"
+        );
+    }
 }

@@ -36,6 +36,10 @@ impl WorkItem for PullItem {
     }
 }
 
+/// From this size on, a download records `sending` before it starts, so
+/// an interrupted one resumes from its `.part`.
+const RESUME_WORTH_RECORDING: u64 = 1 << 20;
+
 fn part_path(job: &Job, name: &str) -> PathBuf {
     job.local_dir.join(format!(".{name}.part"))
 }
@@ -178,10 +182,7 @@ type Listed = (
 
 /// Connects and lists, retrying a lost connection with backoff like any
 /// other attempt. Returns the session (kept for the downloads) and listing.
-async fn list_with_retries(
-    engine: &Engine,
-    job: &Job,
-) -> Result<Listed, String> {
+async fn list_with_retries(engine: &Engine, job: &Job) -> Result<Listed, String> {
     // The listing session counts against max_connections like any other.
     let permit = engine.limit(&job.server).acquire_owned().await.ok();
     let mut attempt = 0;
@@ -361,16 +362,28 @@ impl Attempt<PullItem> for PullAttempt {
             state,
             FileState::Seen | FileState::Sending | FileState::Failed
         ) {
-            let (resumed, got) = download(
-                engine,
-                remote,
-                item,
-                &row,
-                &part,
-                job,
-                self.progress.clone(),
-            )
-            .await?;
+            // A small file's first attempt records `sending` with the
+            // steps after it (one commit fewer): there is no partial
+            // download worth resuming, and a failed attempt records it then.
+            let defer_sending =
+                state == FileState::Seen && row.attempts == 0 && item.size < RESUME_WORTH_RECORDING;
+            let sending = Step {
+                state: FileState::Sending,
+                ..Step::default()
+            };
+            if !defer_sending {
+                engine.ledger(|l| l.step(item.id, &sending))?;
+            }
+            let got = download(remote, item, &row, &part, job, self.progress.clone()).await;
+            let (resumed, got) = match got {
+                Ok(v) => v,
+                Err(e) => {
+                    if defer_sending {
+                        engine.ledger(|l| l.step(item.id, &sending))?;
+                    }
+                    return Err(e);
+                }
+            };
             if let Some(offset) = resumed {
                 note = Some(format!("resumed at byte {offset}"));
             }
@@ -383,11 +396,13 @@ impl Attempt<PullItem> for PullAttempt {
                 sha256: Some(&sha),
                 ..Step::default()
             };
+            let first: &[Step] = if defer_sending { &[sending] } else { &[] };
             level = match checked {
                 Ok(level) => level,
                 Err(e) => {
                     let _ = std::fs::remove_file(&part);
-                    engine.ledger(|l| l.step(item.id, &sent))?;
+                    let steps: Vec<Step> = first.iter().copied().chain([sent]).collect();
+                    engine.ledger(|l| l.steps(item.id, &steps))?;
                     return Err(e);
                 }
             };
@@ -396,7 +411,8 @@ impl Attempt<PullItem> for PullAttempt {
                 verified: Some(level),
                 ..Step::default()
             };
-            engine.ledger(|l| l.steps(item.id, &[sent, verified]))?;
+            let steps: Vec<Step> = first.iter().copied().chain([sent, verified]).collect();
+            engine.ledger(|l| l.steps(item.id, &steps))?;
             state = FileState::Verified;
         }
         if state == FileState::Sent {
@@ -605,7 +621,6 @@ async fn after_pull(
 /// the server supports REST) and fsyncs it; returns where it resumed and
 /// the file's SHA-256, for the caller to record with its verification.
 async fn download(
-    engine: &Engine,
     remote: &mut dyn Remote,
     item: &PullItem,
     row: &crate::ledger::FileRow,
@@ -626,7 +641,6 @@ async fn download(
     } else {
         0
     };
-    engine.ledger(|l| l.set_file_state(item.id, FileState::Sending, None, None))?;
     let local_err = |e: std::io::Error| Failure::Retry(format!("writing {}: {e}", part.display()));
     let file = if offset > 0 {
         std::fs::OpenOptions::new().append(true).open(part)

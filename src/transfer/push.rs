@@ -121,6 +121,7 @@ pub(super) async fn run(
     let (ready, waiting) = local::scan_ready(job)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read local_dir {}: {e}", job.local_dir.display()))?;
+    let mut fresh = Vec::new();
     for f in ready {
         if covered.contains(&f.name) {
             continue;
@@ -194,6 +195,11 @@ pub(super) async fn run(
             },
             None => None,
         };
+        if gated.is_none() {
+            // No envelope to record with it: recorded with the others below.
+            fresh.push(f);
+            continue;
+        }
         let id = engine.ledger(|l| {
             l.insert_file(&NewFile {
                 job: &job.name,
@@ -216,6 +222,37 @@ pub(super) async fn run(
                 }
             })?;
         }
+        items.push(PushItem {
+            id,
+            local: f,
+            abandon: false,
+        });
+    }
+    // New files without an envelope to record are recorded in one commit
+    // (a gated file's record and its envelope's go together, one by one:
+    // the next file's duplicate check must see it).
+    let remote_paths: Vec<String> = fresh
+        .iter()
+        .map(|f| remote_join(&job.remote_dir, &f.name))
+        .collect();
+    let records: Vec<NewFile> = fresh
+        .iter()
+        .zip(&remote_paths)
+        .map(|(f, remote_path)| NewFile {
+            job: &job.name,
+            direction: "push",
+            name: &f.name,
+            size: f.size,
+            mtime: Some(f.mtime),
+            sha256: None,
+            remote_path,
+            local_path: Some(&f.path),
+            run_id: Some(run_id),
+        })
+        .collect();
+    let ids = engine.ledger(|l| l.insert_files(&records))?;
+    drop(records);
+    for (f, id) in fresh.into_iter().zip(ids) {
         items.push(PushItem {
             id,
             local: f,
