@@ -648,17 +648,16 @@ async fn download(
         std::fs::File::create(part)
     }
     .map_err(local_err)?;
-    let mut writer = Hashing::new(local::Writeback::new(file, offset))
-        .with_progress(progress, &item.name, item.size);
-    if offset > 0 {
-        let head = std::fs::read(part).map_err(local_err)?;
-        writer.absorb(&head[..offset as usize]);
-    }
+    let sink = local::Sink::new(file, part, offset, item.size >= local::HASH_THREAD_FROM)
+        .map_err(local_err)?;
+    let mut writer = Hashing::counting(sink).with_progress(progress, &item.name, item.size);
+    writer.count(offset);
     let got = remote
         .download(&item.remote_path, offset, &mut writer)
         .await;
-    let (file, sha, total) = writer.finish();
-    let file = file.into_inner();
+    let (sink, _, total) = writer.finish();
+    // Always waited for: nothing may still be writing the .part once this returns.
+    let finished = sink.finish().await;
     match got {
         Ok(_) => {}
         Err(e @ TransportError::FileUnavailable { .. }) => {
@@ -675,10 +674,17 @@ async fn download(
         Err(TransportError::Local(msg)) => {
             // Disk full or unwritable: free what we wrote; the remote file stays.
             let _ = std::fs::remove_file(part);
-            return Err(Failure::Retry(msg));
+            return Err(Failure::Retry(match finished {
+                Err(e) => format!("writing {}: {e}", part.display()),
+                Ok(_) => msg,
+            }));
         }
         Err(e) => return Err(Failure::Transport(e)), // the partial .part is resumed next attempt
     }
+    let (file, sha) = finished.map_err(|e| {
+        let _ = std::fs::remove_file(part);
+        Failure::Retry(format!("writing {}: {e}", part.display()))
+    })?;
     // The fsync waits for the disk: off the task's thread, so the other
     // sessions go on meanwhile.
     let synced = tokio::task::spawn_blocking(move || file.sync_all())
