@@ -256,6 +256,9 @@ pub struct Step<'a> {
     pub sha256: Option<&'a str>,
     /// Where the file is locally now (a pull's placed file, a push's archived copy).
     pub local_path: Option<&'a Path>,
+    /// When a `sending` step's transfer began, if that was before the step
+    /// is recorded (a small download records it afterwards); else now.
+    pub began: Option<&'a str>,
     /// The event's kind when it is not the state's name (`confirmed`, `resend`).
     pub event: Option<&'a str>,
     /// The event's detail when it is not the error.
@@ -277,6 +280,7 @@ impl Default for Step<'_> {
             resend: None,
             sha256: None,
             local_path: None,
+            began: None,
             event: None,
             note: None,
             actor: None,
@@ -831,7 +835,7 @@ impl Ledger {
                               last_error = ?4,
                               updated_at = ?5,
                               started_at = CASE WHEN ?2 = 'sending' AND started_at IS NULL
-                                                THEN ?5 ELSE started_at END,
+                                                THEN COALESCE(?16, ?5) ELSE started_at END,
                               attempts = attempts + CASE WHEN ?2 = 'sending' THEN 1 ELSE 0 END,
                               finished_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
                               intent = CASE WHEN ?7 THEN ?8 ELSE intent END,
@@ -858,6 +862,7 @@ impl Ledger {
             step.resend,
             step.sha256,
             step.local_path.map(|p| p.to_string_lossy().into_owned()),
+            step.began,
         ])?;
         let detail = step.note.or(step.error);
         let kind = step.event.unwrap_or(state.as_str());
@@ -1410,19 +1415,7 @@ mod tests {
         let state = dir.path().join("state");
         let ledger = Ledger::open(&state).unwrap();
         assert_eq!(synchronous(&ledger), 2, "FULL");
-        let id = ledger
-            .insert_file(&NewFile {
-                job: "j",
-                direction: "push",
-                name: "a",
-                size: 1,
-                mtime: None,
-                sha256: None,
-                remote_path: "/a",
-                local_path: None,
-                run_id: None,
-            })
-            .unwrap();
+        let id = new_file(&ledger, "push");
         assert_eq!(synchronous(&ledger), 2);
         ledger
             .set_file_state(id, FileState::Sending, None, None)

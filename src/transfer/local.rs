@@ -174,14 +174,6 @@ impl<T> Hashing<T> {
         }
     }
 
-    /// Feeds bytes that are not streamed (the part already on the server when resuming).
-    pub fn absorb(&mut self, data: &[u8]) {
-        if let Some(h) = &mut self.hasher {
-            h.update(data);
-        }
-        self.bytes += data.len() as u64;
-    }
-
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -387,7 +379,7 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl Writeback {
     /// `offset`: where writing starts (the file is open for appending there).
-    pub fn new(file: std::fs::File, offset: u64) -> Self {
+    fn new(file: std::fs::File, offset: u64) -> Self {
         Writeback {
             file,
             written: offset,
@@ -395,7 +387,7 @@ impl Writeback {
         }
     }
 
-    pub fn into_inner(self) -> std::fs::File {
+    fn into_inner(self) -> std::fs::File {
         self.file
     }
 
@@ -431,24 +423,6 @@ impl Writeback {
             }
         }
         Ok(())
-    }
-}
-
-impl AsyncWrite for Writeback {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.write_some(buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -678,18 +652,16 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn writeback_passes_every_byte_through_to_the_file() {
-        use tokio::io::AsyncWriteExt;
+    #[test]
+    fn writeback_passes_every_byte_through_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = std::fs::File::create(&path).unwrap();
         let data: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
         let mut w = super::Writeback::new(file, 0);
         for chunk in data.chunks(64 * 1024) {
-            w.write_all(chunk).await.unwrap();
+            w.write_fully(chunk).unwrap();
         }
-        w.flush().await.unwrap();
         assert!(w.started >= 16 << 20, "writeback was started twice");
         w.into_inner().sync_all().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);

@@ -367,8 +367,10 @@ impl Attempt<PullItem> for PullAttempt {
             // download worth resuming, and a failed attempt records it then.
             let defer_sending =
                 state == FileState::Seen && row.attempts == 0 && item.size < RESUME_WORTH_RECORDING;
+            let began = crate::ledger::now();
             let sending = Step {
                 state: FileState::Sending,
+                began: Some(&began),
                 ..Step::default()
             };
             if !defer_sending {

@@ -200,19 +200,8 @@ pub(super) async fn run(
             fresh.push(f);
             continue;
         }
-        let id = engine.ledger(|l| {
-            l.insert_file(&NewFile {
-                job: &job.name,
-                direction: "push",
-                name: &f.name,
-                size: f.size,
-                mtime: Some(f.mtime),
-                sha256: None,
-                remote_path: &remote_join(&job.remote_dir, &f.name),
-                local_path: Some(&f.path),
-                run_id: Some(run_id),
-            })
-        })?;
+        let remote_path = remote_join(&job.remote_dir, &f.name);
+        let id = engine.ledger(|l| l.insert_file(&new_record(job, run_id, &f, &remote_path)))?;
         if let Some((Some(ic), sha, by)) = &gated {
             engine.ledger(|l| {
                 l.record_interchange(&job.name, &job.server.name, id, &f.name, sha, ic)?;
@@ -238,17 +227,7 @@ pub(super) async fn run(
     let records: Vec<NewFile> = fresh
         .iter()
         .zip(&remote_paths)
-        .map(|(f, remote_path)| NewFile {
-            job: &job.name,
-            direction: "push",
-            name: &f.name,
-            size: f.size,
-            mtime: Some(f.mtime),
-            sha256: None,
-            remote_path,
-            local_path: Some(&f.path),
-            run_id: Some(run_id),
-        })
+        .map(|(f, remote_path)| new_record(job, run_id, f, remote_path))
         .collect();
     let ids = engine.ledger(|l| l.insert_files(&records))?;
     drop(records);
@@ -282,6 +261,26 @@ pub(super) async fn run(
         .await;
     outcomes.extend(done);
     Ok(RunReport::new(job, outcomes, connection_error))
+}
+
+/// The record of a new file this run sends.
+fn new_record<'a>(
+    job: &'a Job,
+    run_id: i64,
+    f: &'a LocalFile,
+    remote_path: &'a str,
+) -> NewFile<'a> {
+    NewFile {
+        job: &job.name,
+        direction: "push",
+        name: &f.name,
+        size: f.size,
+        mtime: Some(f.mtime),
+        sha256: None,
+        remote_path,
+        local_path: Some(&f.path),
+        run_id: Some(run_id),
+    }
 }
 
 fn already(f: &LocalFile, r: &FileRow, job: &Job) -> FileOutcome {
