@@ -308,7 +308,7 @@ impl Attempt<PullItem> for PullAttempt {
         &self,
         remote: &mut dyn Remote,
         item: &PullItem,
-        _attempt: u32,
+        attempt: u32,
     ) -> Result<FileOutcome, Failure> {
         let (engine, job) = (&self.engine, &self.job);
         let row = engine.ledger(|l| l.file(item.id))?;
@@ -528,6 +528,12 @@ impl Attempt<PullItem> for PullAttempt {
                 })?;
                 info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
                 outcome(FileStatus::Delivered, done_note.or(note), level)
+            }
+            Err(e) if e.is_session_fatal() && attempt < job.retry.attempts => {
+                // The connection was lost: a new session retries the
+                // after-action in this run (the record says `renamed`, so
+                // nothing is downloaded again).
+                return Err(Failure::Transport(e));
             }
             Err(e) => {
                 // Downloaded and placed: only the after-action is left. It is
