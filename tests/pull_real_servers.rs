@@ -304,6 +304,60 @@ async fn an_after_pull_that_keeps_failing_is_reported_failed_then_a_gone_file_en
     assert_eq!(history(&s)[0]["status"], "delivered");
 }
 
+/// A connector to a port nobody listens on: the partner is unreachable.
+fn unreachable() -> ConnectFn {
+    Arc::new(|server| {
+        Box::pin(async move {
+            let mut away = (*server).clone();
+            away.port = 1;
+            transport::connect(Arc::new(away)).await
+        })
+    })
+}
+
+/// A placed file whose delete failed, then a run that cannot reach the
+/// partner: the record stays `renamed` (placed), so when the partner is
+/// back the delete is retried and nothing is downloaded again, even though
+/// the downstream system has taken the placed file meanwhile. Before, the
+/// unreachable run recorded it `failed` and the next run placed a second
+/// copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_partner_after_placing_never_places_the_file_twice() {
+    if !available() {
+        return;
+    }
+    let srv = RealServer::start(Kind::VsftpdExplicit);
+    let s = Setup::new(&srv.yaml(""));
+    s.job(
+        "in",
+        &format!(
+            "{JOB}after_pull: delete
+"
+        ),
+    );
+    partner_drops(&srv, "a.999", b"ISA*00*ack~", 60);
+    let r1 = run(&s.engine().with_connector(denying(100)), &s.config(), "in").await;
+    assert!(matches!(r1.files[0].status, FileStatus::NotReady), "{r1:?}");
+    // The downstream system takes the placed acknowledgement.
+    std::fs::remove_file(s.local("inbox/a.999")).unwrap();
+    let r2 = run(&s.engine().with_connector(unreachable()), &s.config(), "in").await;
+    assert!(r2.connection_error.is_some(), "{r2:?}");
+    assert!(
+        matches!(r2.files[0].status, FileStatus::Failed { .. }),
+        "{r2:?}"
+    );
+    assert_eq!(history(&s)[0]["status"], "pending", "placed, not failed");
+    let r3 = run(&s.engine(), &s.config(), "in").await;
+    assert_eq!(r3.delivered(), 1, "{r3:?}");
+    assert_eq!(
+        sorted_names(&s.local("inbox")),
+        Vec::<String>::new(),
+        "never placed twice"
+    );
+    assert!(!srv.root().join("outbound/a.999").exists(), "{r3:?}");
+    assert_eq!(history(&s)[0]["status"], "delivered");
+}
+
 /// Scenarios 5 and 6: a missing remote folder is an error on vsftpd (which
 /// lists it as empty with a success reply), so `ferry once` exits 1; so
 /// does a pull job that cannot connect.

@@ -190,15 +190,18 @@ fn quirks(s: &Setup) -> Vec<(String, u64, Option<String>)> {
         .unwrap()
 }
 
-/// Scenario 1: a missing temp file is known from the listing on every
-/// server, whatever its SIZE reply says (vsftpd, Pure-FTPd, IIS wording).
+/// Scenario 1: a missing or empty temp file is known from the listing on
+/// every server, whatever its SIZE reply says (vsftpd, Pure-FTPd, IIS
+/// wording), and an empty one is removed before the upload starts again
+/// (ProFTPD's stock `AllowOverwrite off` refuses a STOR onto it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_cut_before_any_byte_recovers_on_vsftpd_pure_ftpd_and_iis_wording() {
+async fn an_upload_cut_before_any_byte_recovers_on_vsftpd_proftpd_pure_ftpd_and_iis_wording() {
     if !available() {
         return;
     }
     for srv in [
         RealServer::start(Kind::VsftpdExplicit),
+        RealServer::start(Kind::ProftpdStock),
         RealServer::start(Kind::PureFtpd),
         RealServer::quirky("iis-size"),
     ] {

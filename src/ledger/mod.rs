@@ -764,6 +764,24 @@ impl Ledger {
         )
     }
 
+    /// Records that this run gave up on a file. A file already at its
+    /// destination (a push's `verified`: the partner has it; a pull's
+    /// `verified` or `renamed`: the checked copy is here or placed) keeps
+    /// its state, so the next run finishes its after-action rather than
+    /// start over (a placed file taken away by a downstream system would
+    /// otherwise be downloaded and placed again): the failure is an
+    /// `attempt_failed` event. Any other file becomes `failed`. Returns the
+    /// state the file holds now.
+    pub fn fail(&self, file_id: i64, error: &str) -> anyhow::Result<FileState> {
+        let row = self.file(file_id)?;
+        if matches!(row.state, FileState::Verified | FileState::Renamed) {
+            self.event(&row.job, None, Some(file_id), "attempt_failed", Some(error))?;
+            return Ok(row.state);
+        }
+        self.set_file_state(file_id, FileState::Failed, None, Some(error))?;
+        Ok(FileState::Failed)
+    }
+
     /// Records one step of a file's journey in one transaction: the new
     /// state (refused unless [`FileState::may_become`] allows it), what goes
     /// with it (intent, temp name, verification), and its event.
@@ -1457,6 +1475,45 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect()
+    }
+
+    /// Giving up on a delivered push keeps it `verified` (the next run
+    /// archives or deletes the local file and ends the journey, even if the
+    /// outbound folder no longer holds it); a push still sending fails.
+    #[test]
+    fn a_run_giving_up_on_a_delivered_file_leaves_it_unfinished_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("state")).unwrap();
+        let delivered = new_file(&l, "push");
+        for st in [FileState::Sending, FileState::Sent, FileState::Verified] {
+            l.set_file_state(delivered, st, Some(Verified::Hash), None)
+                .unwrap();
+        }
+        let sending = new_file(&l, "push");
+        l.set_file_state(sending, FileState::Sending, None, None)
+            .unwrap();
+        assert_eq!(
+            l.fail(delivered, "cannot reach p").unwrap(),
+            FileState::Verified
+        );
+        assert_eq!(
+            l.fail(sending, "cannot reach p").unwrap(),
+            FileState::Failed
+        );
+        let row = l.file(delivered).unwrap();
+        assert_eq!(
+            (row.state, row.verified),
+            (FileState::Verified, Verified::Hash)
+        );
+        assert_eq!(events(&l, delivered).last().unwrap(), "attempt_failed");
+        let left: Vec<i64> = l
+            .unfinished("j", "push")
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, [delivered]);
+        assert_eq!(l.file(sending).unwrap().state, FileState::Failed);
     }
 
     /// Steps recorded together are each checked and evented as if alone,

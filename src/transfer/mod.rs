@@ -862,14 +862,28 @@ impl Engine {
 
     fn fail_item<I: WorkItem>(&self, item: &I, error: &str) -> FileOutcome {
         let id = item.file_id();
-        if let Err(e) = self.ledger(|l| l.set_file_state(id, FileState::Failed, None, Some(error)))
-        {
-            warn!(
-                file = item.name(),
-                "cannot record the failure in the ledger: {e:#}"
-            );
+        match self.ledger(|l| l.fail(id, error)) {
+            Ok(FileState::Failed) => self.fail_item_outcome(item, error),
+            Ok(kept) => {
+                let mut o = self.fail_item_outcome(item, error);
+                o.note = Some(format!(
+                    "the file is {}; the next run finishes its journey",
+                    if kept == FileState::Renamed {
+                        "placed"
+                    } else {
+                        "at its destination"
+                    }
+                ));
+                o
+            }
+            Err(e) => {
+                warn!(
+                    file = item.name(),
+                    "cannot record the failure in the ledger: {e:#}"
+                );
+                self.fail_item_outcome(item, error)
+            }
         }
-        self.fail_item_outcome(item, error)
     }
 
     fn fail_item_outcome<I: WorkItem>(&self, item: &I, error: &str) -> FileOutcome {

@@ -536,10 +536,15 @@ impl<'a> Delivery<'a> {
                         Some(sha) => Plan::Verify { sha },
                         None => Plan::Abandon,
                     },
-                    Some(e) if e.size < size && !sent && self.resume_ok(remote) => Plan::Upload {
-                        offset: e.size,
-                        discard: false,
-                    },
+                    // An empty temp file is not resumed: a STOR from byte 0
+                    // onto it is an overwrite, which ProFTPD's stock
+                    // `AllowOverwrite off` refuses; it is removed first.
+                    Some(e) if e.size > 0 && e.size < size && !sent && self.resume_ok(remote) => {
+                        Plan::Upload {
+                            offset: e.size,
+                            discard: false,
+                        }
+                    }
                     Some(_) if !sent && !self.item.local.unchanged() => Plan::Abandon,
                     Some(_) => Plan::Upload {
                         offset: 0,
@@ -619,10 +624,12 @@ impl<'a> Delivery<'a> {
                         offset: 0,
                         discard: false,
                     },
-                    Some(e) if e.size < size && self.resume_ok(remote) => Plan::Upload {
-                        offset: e.size,
-                        discard: false,
-                    },
+                    Some(e) if e.size > 0 && e.size < size && self.resume_ok(remote) => {
+                        Plan::Upload {
+                            offset: e.size,
+                            discard: false,
+                        }
+                    }
                     Some(e) if e.size == size => {
                         // A final name ferry did not rename counts only with a matching hash.
                         let local = self.local_sha().await?;
