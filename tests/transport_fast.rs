@@ -276,6 +276,86 @@ async fn pin_mismatch_is_refused_even_for_a_ca_signed_certificate() {
     assert!(msg.contains("11:11:11"), "names the expected pin: {msg}");
 }
 
+/// A TLS 1.3 session runs on OpenSSL; it trusts and refuses exactly what
+/// the rustls (TLS 1.2) session does, with the same named problems.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openssl_tls13_stack_trusts_and_refuses_what_rustls_does() {
+    let tls13 = |srv: &TestServer| {
+        let mut cfg = server_for(srv, "127.0.0.1");
+        cfg.tls_versions = Some(vec![TlsVersion::V1_3]);
+        cfg
+    };
+    let opts = |pki: Arc<TestPki>, leaf| ServerOptions {
+        tls_versions: TlsVersions::Tls13,
+        pki,
+        leaf,
+        ..Default::default()
+    };
+    let pki = Arc::new(TestPki::new());
+    // Trusted: the session works, on OpenSSL, and every data connection resumes.
+    let srv = ftps_server::start(opts(pki.clone(), None)).await;
+    let mut s = FtpsSession::connect(Arc::new(tls13(&srv))).await.unwrap();
+    for i in 0..5 {
+        s.upload(&format!("/o{i}.837"), 0, &mut &b"x"[..])
+            .await
+            .unwrap();
+    }
+    let tls = s.report().tls.unwrap();
+    assert!(
+        tls.library.as_deref().unwrap_or("").starts_with("OpenSSL"),
+        "{tls:?}"
+    );
+    assert_eq!((tls.data_connections, tls.data_resumed), (5, 5), "{tls:?}");
+    s.close().await;
+    // Another CA: untrusted, naming the presented fingerprint.
+    let other = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tls13(&srv);
+    cfg.ca_file = Some(other.write_ca_to(dir.path()));
+    let err = connect_err(cfg).await;
+    assert_eq!(err.kind(), ErrorKind::UntrustedCertificate, "{err}");
+    assert!(err.to_string().contains(&srv.leaf.fingerprint()), "{err}");
+    // A pin that does not match, even for a CA-signed certificate.
+    let mut cfg = tls13(&srv);
+    cfg.pin_sha256 = Some([0x11; 32]);
+    let err = connect_err(cfg).await;
+    assert_eq!(err.kind(), ErrorKind::PinMismatch, "{err}");
+    assert!(err.to_string().contains("11:11:11"), "{err}");
+    // Another host name, an expired certificate.
+    let srv = ftps_server::start(opts(pki.clone(), Some(pki.leaf(&["partner.example"])))).await;
+    let err = connect_err(tls13(&srv)).await;
+    assert_eq!(err.kind(), ErrorKind::WrongHostName, "{err}");
+    let expired = pki.expired_leaf(&["localhost", "127.0.0.1"]);
+    let srv = ftps_server::start(opts(pki.clone(), Some(expired))).await;
+    let err = connect_err(tls13(&srv)).await;
+    assert_eq!(err.kind(), ErrorKind::Expired, "{err}");
+    // A pinned self-signed certificate is trusted.
+    let leaf = self_signed(&["localhost"]);
+    let srv = ftps_server::start(opts(pki.clone(), Some(leaf.clone()))).await;
+    let mut cfg = tls13(&srv);
+    cfg.ca_file = None;
+    cfg.pin_sha256 = Some(ferry::config::parse_fingerprint(&leaf.fingerprint()).unwrap());
+    let mut s = FtpsSession::connect(Arc::new(cfg)).await.expect("pinned");
+    s.upload("/pinned.837", 0, &mut &b"ok"[..]).await.unwrap();
+    s.close().await;
+    // A client certificate is presented when configured.
+    let srv = ftps_server::start(ServerOptions {
+        client_certs: support::ftps_server::ClientCerts::Require,
+        ..opts(pki.clone(), None)
+    })
+    .await;
+    assert!(FtpsSession::connect(Arc::new(tls13(&srv))).await.is_err());
+    let client = pki.client_leaf("acme").write_to(dir.path(), "client");
+    let mut cfg = tls13(&srv);
+    cfg.client_cert = Some(client.cert);
+    cfg.client_key = Some(client.key);
+    let mut s = FtpsSession::connect(Arc::new(cfg))
+        .await
+        .expect("client certificate accepted over OpenSSL");
+    s.upload("/c.837", 0, &mut &b"c"[..]).await.unwrap();
+    s.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_password_is_login_refused_without_the_password_in_the_message() {
     let srv = ftps_server::start(ServerOptions::default()).await;

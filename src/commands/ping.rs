@@ -80,8 +80,9 @@ async fn probe(server: Arc<Server>) -> Result<String, TransportError> {
         };
         let _ = writeln!(
             s,
-            "tls          {version}, {}",
-            tls.cipher.as_deref().unwrap_or("?")
+            "tls          {version}, {} ({})",
+            tls.cipher.as_deref().unwrap_or("?"),
+            tls.library.as_deref().unwrap_or("?")
         );
         let _ = writeln!(s, "             ({})", report.tls_reason);
         if let Some(cert) = tls.peer_chain.first() {

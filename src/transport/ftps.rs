@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::error::TransportError;
 use super::listing::{self, RemoteEntry};
-use super::tls::{self, Connector, SharedTlsState, TicketStore, TlsMaterial, TlsState};
+use super::tls::{self, Connector, SharedTlsState, TlsMaterial, TlsState};
 use super::{Capabilities, HashCommand, Quirks, Remote, Result};
 use crate::config::{Server, TlsMode, TlsVersion};
 
@@ -32,8 +32,6 @@ pub struct SessionReport {
     /// Why this TLS version was offered.
     pub tls_reason: String,
     pub welcome: Option<String>,
-    /// Fresh control connections opened because TLS 1.3 tickets ran out.
-    pub relogins: u64,
 }
 
 /// One logged-in FTPS session with one server.
@@ -46,10 +44,8 @@ pub struct FtpsSession {
     versions: Vec<TlsVersion>,
     tls_reason: String,
     tls: SharedTlsState,
-    store: Arc<TicketStore>,
     caps: Capabilities,
     welcome: Option<String>,
-    relogins: u64,
     /// What the server was found to refuse, by this session or earlier ones.
     quirks: Quirks,
     /// The folder the login started in (PWD), to come back to after a listing.
@@ -84,10 +80,8 @@ impl FtpsSession {
             versions,
             tls_reason: reason,
             tls: Arc::new(Mutex::new(TlsState::default())),
-            store: Arc::new(TicketStore::new()),
             caps: Capabilities::default(),
             welcome: None,
-            relogins: 0,
             quirks: Quirks::default(),
             home: "/".to_string(),
             unparsed: 0,
@@ -112,7 +106,6 @@ impl FtpsSession {
                 .then(|| self.tls.lock().map(|s| s.clone()).unwrap_or_default()),
             tls_reason: self.tls_reason.clone(),
             welcome: self.welcome.clone(),
-            relogins: self.relogins,
         }
     }
 
@@ -134,21 +127,13 @@ impl FtpsSession {
             data_resumed,
             ..TlsState::default()
         }));
-        self.store = Arc::new(TicketStore::new());
         let t = self.timeout();
         let addr = resolve(&server, t).await?;
         let connector = match self.material.as_ref() {
-            Some(m) => {
-                let config = tls::client_config(
-                    &server,
-                    m,
-                    &self.versions,
-                    self.store.clone(),
-                    self.tls.clone(),
-                )
-                .map_err(TransportError::Local)?;
-                Some(Connector::new(config, self.tls.clone(), t))
-            }
+            Some(m) => Some(
+                Connector::new(&server, m, &self.versions, self.tls.clone(), t)
+                    .map_err(TransportError::Local)?,
+            ),
             None => None,
         };
         let mut ftp = match (server.tls, connector) {
@@ -304,23 +289,6 @@ impl FtpsSession {
         })
     }
 
-    /// Before a data connection: under TLS 1.3 each one consumes a session
-    /// ticket; with none left it would be refused (and on upload leave a
-    /// 0-byte file), so a fresh control session is opened first.
-    async fn ensure_ticket(&mut self) -> Result<()> {
-        let tls13 = self
-            .tls
-            .lock()
-            .map(|s| s.version == Some(rustls::ProtocolVersion::TLSv1_3))
-            .unwrap_or(false);
-        if tls13 && self.store.tls13_tickets() == 0 {
-            info!(server = %self.server.name, "TLS 1.3 session tickets used up; opening a fresh control session");
-            self.relogins += 1;
-            self.open().await?;
-        }
-        Ok(())
-    }
-
     /// Marks the session broken when `e` leaves the control connection in an unknown state.
     fn fail<T>(&mut self, e: TransportError) -> Result<T> {
         if matches!(
@@ -392,7 +360,6 @@ impl FtpsSession {
 #[async_trait]
 impl Remote for FtpsSession {
     async fn list(&mut self, dir: &str) -> Result<Vec<RemoteEntry>> {
-        self.ensure_ticket().await?;
         let t = self.timeout();
         let mlsd = self.caps.mlsd;
         // Into the folder first: a missing or unreadable folder is an error on
@@ -464,7 +431,6 @@ impl Remote for FtpsSession {
         offset: u64,
         src: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<u64> {
-        self.ensure_ticket().await?;
         let t = self.timeout();
         let step = format!("uploading {path}");
         let p = path.to_string();
@@ -525,7 +491,6 @@ impl Remote for FtpsSession {
         offset: u64,
         dst: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<u64> {
-        self.ensure_ticket().await?;
         let t = self.timeout();
         let step = format!("downloading {path}");
         let p = path.to_string();

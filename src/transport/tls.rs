@@ -1,33 +1,34 @@
-//! TLS for FTPS: one rustls `ClientConfig` and session store per control
-//! connection, certificate pinning, and TLS 1.3 ticket accounting.
+//! TLS for FTPS: one TLS context and session store per control
+//! connection, certificate pinning, and the choice of TLS library.
 //!
-//! Why each control connection gets its own config and store: strict servers
-//! (vsftpd `require_ssl_reuse`, ProFTPD `TLSRequired`) refuse a data
+//! Why each control connection gets its own context and store: strict
+//! servers (vsftpd `require_ssl_reuse`, ProFTPD `TLSRequired`) refuse a data
 //! connection that does not resume *this* control session; a store shared
 //! between sessions makes ProFTPD refuse whole sessions.
 //!
-//! Why TLS 1.2 is preferred: rustls hands each TLS 1.3 ticket out once and
-//! cannot copy one, and ProFTPD sends no new ticket on upload connections,
-//! so a TLS 1.3 session runs out of tickets after a few uploads. We count
-//! tickets ([`TicketStore`]) and the session opens a fresh control
-//! connection before a data connection would go without one; with TLS 1.2
-//! the session resumes indefinitely and none of that is needed.
+//! Why two libraries: TLS 1.2 runs on rustls, which resumes the control
+//! session on every data connection with every server. Under TLS 1.3 a
+//! data connection resumes with a session ticket; rustls hands each ticket
+//! out once and cannot copy one, and ProFTPD issues no ticket on data
+//! connections, so rustls ran out after the control connection's two and
+//! had to log in again every two transfers (22x slower). OpenSSL presents
+//! the control connection's ticket again on every data connection, as lftp
+//! and curl do, so a session that may negotiate TLS 1.3 runs on OpenSSL.
+//! Both libraries trust exactly the same certificates: OpenSSL's check is
+//! replaced by the same [`Verifier`] (pin, `ca_file` or system roots, host
+//! name) that rustls uses.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{
-    ClientSessionMemoryCache, ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue,
-    WebPkiServerVerifier,
-};
+use rustls::client::{ClientSessionMemoryCache, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind, NamedGroup,
-    ProtocolVersion, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind, ProtocolVersion,
+    RootCertStore, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
 use suppaftp::tokio::{AsyncTlsConnector, TokioTlsStream};
@@ -75,6 +76,8 @@ pub struct TlsState {
     /// Negotiated on the control connection.
     pub version: Option<ProtocolVersion>,
     pub cipher: Option<String>,
+    /// The TLS library carrying the session (`rustls` or `OpenSSL ...`).
+    pub library: Option<String>,
     /// Data connections opened, and how many of them resumed the session.
     pub data_connections: u64,
     pub data_resumed: u64,
@@ -84,79 +87,6 @@ pub struct TlsState {
 
 /// Shared between the connector, the verifier and the session that owns them.
 pub type SharedTlsState = Arc<Mutex<TlsState>>;
-
-/// A TLS 1.3 ticket cache that knows how many tickets it holds. Everything
-/// else (TLS 1.2 sessions, key-exchange hints) is rustls's own cache.
-pub struct TicketStore {
-    inner: ClientSessionMemoryCache,
-    tickets: Mutex<VecDeque<Tls13ClientSessionValue>>,
-}
-
-/// rustls keeps at most 8 per server; so do we.
-const MAX_TICKETS: usize = 8;
-
-impl TicketStore {
-    pub fn new() -> Self {
-        TicketStore {
-            inner: ClientSessionMemoryCache::new(4),
-            tickets: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    /// TLS 1.3 tickets available for the next data connections.
-    pub fn tls13_tickets(&self) -> usize {
-        self.tickets.lock().map(|t| t.len()).unwrap_or(0)
-    }
-}
-
-impl Default for TicketStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for TicketStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TicketStore({} tickets)", self.tls13_tickets())
-    }
-}
-
-impl ClientSessionStore for TicketStore {
-    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
-        self.inner.set_kx_hint(server_name, group)
-    }
-    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
-        self.inner.kx_hint(server_name)
-    }
-    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
-        self.inner.set_tls12_session(server_name, value)
-    }
-    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.inner.tls12_session(server_name)
-    }
-    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
-        self.inner.remove_tls12_session(server_name)
-    }
-    fn insert_tls13_ticket(
-        &self,
-        _server_name: ServerName<'static>,
-        value: Tls13ClientSessionValue,
-    ) {
-        if let Ok(mut t) = self.tickets.lock() {
-            if t.len() == MAX_TICKETS {
-                t.pop_front();
-            }
-            t.push_back(value);
-        }
-    }
-    fn take_tls13_ticket(
-        &self,
-        _server_name: &ServerName<'static>,
-    ) -> Option<Tls13ClientSessionValue> {
-        // Newest first: the most recently issued ticket is the least likely to have expired.
-        self.tickets.lock().ok().and_then(|mut t| t.pop_back())
-    }
-}
 
 /// Checks the server certificate: against `pin_sha256` when set (WinSCP's
 /// model: a matching pin is trusted even if self-signed, a mismatch refused
@@ -301,25 +231,39 @@ impl TlsMaterial {
     }
 }
 
-/// Builds the config for one control session offering exactly `versions`.
-pub fn client_config(
+/// Which TLS library carries a session offering `versions`: OpenSSL when
+/// TLS 1.3 may be negotiated (it re-presents the control session's ticket
+/// on every data connection), rustls otherwise.
+pub fn uses_openssl(versions: &[TlsVersion]) -> bool {
+    versions.contains(&TlsVersion::V1_3)
+}
+
+fn verifier(
     server: &Server,
     material: &TlsMaterial,
-    versions: &[TlsVersion],
-    store: Arc<TicketStore>,
     state: SharedTlsState,
-) -> Result<Arc<ClientConfig>, String> {
+) -> Result<Arc<Verifier>, String> {
     let provider = provider();
     let webpki =
         WebPkiServerVerifier::builder_with_provider(material.roots.clone(), provider.clone())
             .build()
             .map_err(|e| format!("cannot build certificate verifier: {e}"))?;
-    let verifier = Arc::new(Verifier {
+    Ok(Arc::new(Verifier {
         webpki,
         pin: server.pin_sha256,
-        provider: provider.clone(),
+        provider,
         state,
-    });
+    }))
+}
+
+/// Builds the rustls config for one control session offering exactly `versions`.
+pub fn client_config(
+    server: &Server,
+    material: &TlsMaterial,
+    versions: &[TlsVersion],
+    state: SharedTlsState,
+) -> Result<Arc<ClientConfig>, String> {
+    let verifier = verifier(server, material, state)?;
     let proto: Vec<&'static rustls::SupportedProtocolVersion> = versions
         .iter()
         .map(|v| match v {
@@ -327,7 +271,7 @@ pub fn client_config(
             TlsVersion::V1_3 => &rustls::version::TLS13,
         })
         .collect();
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&proto)
         .map_err(|e| format!("TLS versions {versions:?}: {e}"))?
         .dangerous()
@@ -338,28 +282,240 @@ pub fn client_config(
             .map_err(|e| format!("client certificate and key do not fit together: {e}"))?,
         None => builder.with_no_client_auth(),
     };
-    config.resumption = rustls::client::Resumption::store(store);
+    config.resumption =
+        rustls::client::Resumption::store(Arc::new(ClientSessionMemoryCache::new(4)));
     Ok(Arc::new(config))
 }
 
-/// suppaftp's TLS hook: the same config (so the same session store) for the
-/// control connection and every data connection of one session, with each
-/// handshake observed.
+/// The OpenSSL side of one control session: its context, and the session
+/// (ticket) its control connection was given, presented again by every
+/// data connection. It is kept encoded: OpenSSL marks a TLS 1.3 session
+/// object used once it has resumed a connection, so each data connection
+/// decodes a copy of its own.
+struct OpenSsl {
+    ctx: openssl::ssl::SslContext,
+    session: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+fn openssl_error(what: &str, e: openssl::error::ErrorStack) -> String {
+    format!("OpenSSL: {what}: {e}")
+}
+
+fn openssl_context(
+    server: &Server,
+    material: &TlsMaterial,
+    versions: &[TlsVersion],
+    state: SharedTlsState,
+) -> Result<OpenSsl, String> {
+    use openssl::ssl::{
+        SslContextBuilder, SslMethod, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    };
+    let verifier = verifier(server, material, state.clone())?;
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())
+        .map_err(|e| openssl_error("cannot create a TLS context", e))?;
+    let version = |v: &TlsVersion| match v {
+        TlsVersion::V1_2 => SslVersion::TLS1_2,
+        TlsVersion::V1_3 => SslVersion::TLS1_3,
+    };
+    let lowest = versions.iter().min().map(version);
+    let highest = versions.iter().max().map(version);
+    b.set_min_proto_version(lowest)
+        .and_then(|_| b.set_max_proto_version(highest))
+        .map_err(|e| openssl_error("cannot limit the TLS versions", e))?;
+    // The certificate is judged by the same verifier rustls uses; OpenSSL's
+    // own verdict (it has no trust roots loaded) is ignored. A resumed data
+    // connection presents no certificate: it proves the control session's.
+    let host = ServerName::try_from(server.host.clone())
+        .map_err(|e| format!("invalid host name '{}': {e}", server.host))?;
+    let problem_state = state.clone();
+    b.set_verify_callback(SslVerifyMode::PEER, move |_openssl_verdict, store| {
+        let chain: Vec<CertificateDer<'static>> = openssl::x509::X509StoreContext::ssl_idx()
+            .ok()
+            .and_then(|idx| store.ex_data(idx))
+            .and_then(|ssl| ssl.peer_cert_chain())
+            .map(|chain| {
+                chain
+                    .iter()
+                    .filter_map(|c| c.to_der().ok())
+                    .map(CertificateDer::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some((leaf, rest)) = chain.split_first() else {
+            return false;
+        };
+        match verifier.verify_server_cert(leaf, rest, &host, &[], UnixTime::now()) {
+            Ok(_) => true,
+            Err(e) => {
+                if let Ok(mut s) = problem_state.lock()
+                    && !matches!(s.last_problem, Some(TlsProblem::PinMismatch { .. }))
+                {
+                    s.last_problem = Some(classify_rustls(&e));
+                }
+                false
+            }
+        }
+    });
+    if let Some((chain, key)) = &material.client {
+        let key = openssl::pkey::PKey::private_key_from_der(key.secret_der())
+            .or_else(|_| openssl::pkey::PKey::private_key_from_pkcs8(key.secret_der()))
+            .map_err(|e| openssl_error("cannot read client_key", e))?;
+        let mut certs = chain.iter().map(|c| openssl::x509::X509::from_der(c));
+        let leaf = certs
+            .next()
+            .transpose()
+            .map_err(|e| openssl_error("cannot read client_cert", e))?
+            .ok_or("client_cert holds no certificate")?;
+        b.set_certificate(&leaf)
+            .and_then(|_| b.set_private_key(&key))
+            .and_then(|_| b.check_private_key())
+            .map_err(|e| openssl_error("client certificate and key do not fit together", e))?;
+        for c in certs {
+            let c = c.map_err(|e| openssl_error("cannot read client_cert", e))?;
+            b.add_extra_chain_cert(c)
+                .map_err(|e| openssl_error("cannot use client_cert's chain", e))?;
+        }
+    }
+    // Sessions handed out by the control connection (not by a resumed data
+    // connection) are kept; the newest is presented by every data connection.
+    let session = Arc::new(Mutex::new(None));
+    let slot = session.clone();
+    b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+    b.set_new_session_callback(move |ssl, s| {
+        if !ssl.session_reused()
+            && let Ok(der) = s.to_der()
+            && let Ok(mut slot) = slot.lock()
+        {
+            *slot = Some(der);
+        }
+    });
+    Ok(OpenSsl {
+        ctx: b.build(),
+        session,
+    })
+}
+
+/// suppaftp's TLS hook: the same context (so the same session store) for
+/// the control connection and every data connection of one session, with
+/// each handshake observed.
 pub struct Connector {
-    inner: tokio_rustls::TlsConnector,
+    library: Library,
     state: SharedTlsState,
     /// Bound on one handshake.
     timeout: Duration,
 }
 
+enum Library {
+    Rustls(tokio_rustls::TlsConnector),
+    OpenSsl(OpenSsl),
+}
+
 impl Connector {
-    pub fn new(config: Arc<ClientConfig>, state: SharedTlsState, timeout: Duration) -> Self {
-        Connector {
-            inner: tokio_rustls::TlsConnector::from(config),
+    /// The connector for one control session offering exactly `versions`
+    /// (see [`uses_openssl`]).
+    pub fn new(
+        server: &Server,
+        material: &TlsMaterial,
+        versions: &[TlsVersion],
+        state: SharedTlsState,
+        timeout: Duration,
+    ) -> Result<Connector, String> {
+        let library = if uses_openssl(versions) {
+            Library::OpenSsl(openssl_context(server, material, versions, state.clone())?)
+        } else {
+            let config = client_config(server, material, versions, state.clone())?;
+            Library::Rustls(tokio_rustls::TlsConnector::from(config))
+        };
+        Ok(Connector {
+            library,
             state,
             timeout,
+        })
+    }
+
+    async fn handshake(
+        &self,
+        domain: &str,
+        stream: TcpStream,
+        first: bool,
+    ) -> Result<Handshaken, (TlsProblem, String)> {
+        match &self.library {
+            Library::Rustls(inner) => {
+                let name = ServerName::try_from(domain.to_string()).map_err(|e| {
+                    (
+                        TlsProblem::Other(e.to_string()),
+                        format!("invalid host name '{domain}': {e}"),
+                    )
+                })?;
+                let tls = inner
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| (classify(&e), e.to_string()))?;
+                let (_, conn) = tls.get_ref();
+                Ok(Handshaken {
+                    version: conn.protocol_version(),
+                    cipher: conn
+                        .negotiated_cipher_suite()
+                        .map(|c| format!("{:?}", c.suite())),
+                    resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+                    library: "rustls".to_string(),
+                    stream: TlsStream::Rustls(Box::new(tls)),
+                })
+            }
+            Library::OpenSsl(o) => {
+                let setup = |e: openssl::error::ErrorStack| {
+                    let msg = openssl_error("cannot start a TLS connection", e);
+                    (TlsProblem::Other(msg.clone()), msg)
+                };
+                let mut ssl = openssl::ssl::Ssl::new(&o.ctx).map_err(setup)?;
+                if domain.parse::<std::net::IpAddr>().is_err() {
+                    ssl.set_hostname(domain).map_err(setup)?;
+                }
+                if !first {
+                    let der = o.session.lock().ok().and_then(|s| s.clone());
+                    if let Some(der) = der {
+                        let session = openssl::ssl::SslSession::from_der(&der).map_err(setup)?;
+                        // SAFETY: the session was made by this very context
+                        // (its new-session callback), as set_session requires.
+                        unsafe { ssl.set_session(&session) }.map_err(setup)?;
+                    }
+                }
+                let mut tls = tokio_openssl::SslStream::new(ssl, stream).map_err(setup)?;
+                std::pin::Pin::new(&mut tls)
+                    .connect()
+                    .await
+                    .map_err(|e| (classify_openssl(&e), format!("OpenSSL: {e}")))?;
+                let ssl = tls.ssl();
+                Ok(Handshaken {
+                    version: ssl.version2().and_then(|v| match v {
+                        openssl::ssl::SslVersion::TLS1_2 => Some(ProtocolVersion::TLSv1_2),
+                        openssl::ssl::SslVersion::TLS1_3 => Some(ProtocolVersion::TLSv1_3),
+                        _ => None,
+                    }),
+                    cipher: ssl
+                        .current_cipher()
+                        .map(|c| c.standard_name().unwrap_or(c.name()).to_string()),
+                    resumed: ssl.session_reused(),
+                    // "OpenSSL 3.6.3 9 Jun 2026" -> "OpenSSL 3.6.3"
+                    library: openssl::version::version()
+                        .split(' ')
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    stream: TlsStream::OpenSsl(tls),
+                })
+            }
         }
     }
+}
+
+/// What one handshake gave.
+struct Handshaken {
+    version: Option<ProtocolVersion>,
+    cipher: Option<String>,
+    resumed: bool,
+    library: String,
+    stream: TlsStream,
 }
 
 impl fmt::Debug for Connector {
@@ -373,43 +529,42 @@ impl AsyncTlsConnector for Connector {
     type Stream = TlsStream;
 
     async fn connect(&self, domain: &str, stream: TcpStream) -> FtpResult<TlsStream> {
-        let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| FtpError::SecureError(format!("invalid host name '{domain}': {e}")))?;
         let first = self
             .state
             .lock()
             .map(|s| s.version.is_none())
             .unwrap_or(true);
-        let connect = self.inner.connect(name, stream);
-        let tls = match tokio::time::timeout(self.timeout, connect).await {
+        let connect = self.handshake(domain, stream, first);
+        let done = match tokio::time::timeout(self.timeout, connect).await {
             Err(_) => {
                 return Err(FtpError::ConnectionError(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "TLS handshake timed out",
                 )));
             }
-            Ok(Err(e)) => {
-                let problem = classify(&e);
+            Ok(Err((problem, msg))) => {
                 if let Ok(mut s) = self.state.lock() {
-                    // A pin mismatch was recorded by the verifier with more detail.
-                    if !matches!(s.last_problem, Some(TlsProblem::PinMismatch { .. })) {
+                    // A certificate refused by the verifier was recorded with more detail.
+                    let recorded = matches!(s.last_problem, Some(TlsProblem::PinMismatch { .. }))
+                        || (matches!(self.library, Library::OpenSsl(_))
+                            && s.last_problem.is_some()
+                            && matches!(problem, TlsProblem::Other(_)));
+                    if !recorded {
                         s.last_problem = Some(problem);
                     }
                 }
-                return Err(FtpError::SecureError(e.to_string()));
+                return Err(FtpError::SecureError(msg));
             }
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(done)) => done,
         };
-        let (_, conn) = tls.get_ref();
         if let Ok(mut s) = self.state.lock() {
             if first {
-                s.version = conn.protocol_version();
-                s.cipher = conn
-                    .negotiated_cipher_suite()
-                    .map(|c| format!("{:?}", c.suite()));
+                s.version = done.version;
+                s.cipher = done.cipher;
+                s.library = Some(done.library);
             } else {
                 s.data_connections += 1;
-                if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+                if done.resumed {
                     s.data_resumed += 1;
                 } else {
                     tracing::warn!(
@@ -418,14 +573,18 @@ impl AsyncTlsConnector for Connector {
                 }
             }
         }
-        Ok(TlsStream { inner: tls })
+        Ok(done.stream)
     }
 }
 
 fn classify(e: &std::io::Error) -> TlsProblem {
-    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-        return TlsProblem::Other(e.to_string());
-    };
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(err) => classify_rustls(err),
+        None => TlsProblem::Other(e.to_string()),
+    }
+}
+
+fn classify_rustls(err: &rustls::Error) -> TlsProblem {
     match err {
         rustls::Error::InvalidCertificate(c) => match c {
             // A different CA with the same name shows up as a bad signature.
@@ -452,7 +611,29 @@ fn classify(e: &std::io::Error) -> TlsProblem {
     }
 }
 
-/// A TLS connection over TCP as suppaftp wants it.
+/// OpenSSL's reason codes for a server that speaks none of the offered
+/// versions (its alert, or no common version at all).
+fn classify_openssl(e: &openssl::ssl::Error) -> TlsProblem {
+    const VERSION_REASONS: [&str; 4] = [
+        "tlsv1 alert protocol version",
+        "unsupported protocol",
+        "no protocols available",
+        "sslv3 alert handshake failure",
+    ];
+    let refused = e.ssl_error().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|x| x.reason().is_some_and(|r| VERSION_REASONS.contains(&r)))
+    });
+    if refused {
+        TlsProblem::VersionRefused
+    } else {
+        TlsProblem::Other(e.to_string())
+    }
+}
+
+/// A TLS connection over TCP as suppaftp wants it, on either library.
 ///
 /// suppaftp writes a command with `write_all` and then only reads the
 /// reply; it never flushes. tokio-rustls accepts the bytes into rustls and
@@ -461,10 +642,12 @@ fn classify(e: &std::io::Error) -> TlsProblem {
 /// never send what is still buffered. The command would then sit in rustls
 /// while both ends wait for each other until the step times out. So every
 /// write tries to flush at once, and every read first sends whatever is
-/// still buffered.
+/// still buffered. OpenSSL writes each record to the socket before it
+/// reports it written, so it needs none of that.
 #[derive(Debug)]
-pub struct TlsStream {
-    inner: tokio_rustls::client::TlsStream<TcpStream>,
+pub enum TlsStream {
+    Rustls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    OpenSsl(tokio_openssl::SslStream<TcpStream>),
 }
 
 impl TlsStream {
@@ -474,10 +657,11 @@ impl TlsStream {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        if self.inner.get_ref().1.wants_write() {
-            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-        } else {
-            std::task::Poll::Ready(Ok(()))
+        match self {
+            TlsStream::Rustls(inner) if inner.get_ref().1.wants_write() => {
+                std::pin::Pin::new(inner.as_mut()).poll_flush(cx)
+            }
+            _ => std::task::Poll::Ready(Ok(())),
         }
     }
 }
@@ -493,7 +677,10 @@ impl AsyncRead for TlsStream {
         }
         // Read even when the send is still pending, so neither direction
         // can block the other.
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        match self.get_mut() {
+            TlsStream::Rustls(inner) => std::pin::Pin::new(inner.as_mut()).poll_read(cx, buf),
+            TlsStream::OpenSsl(inner) => std::pin::Pin::new(inner).poll_read(cx, buf),
+        }
     }
 }
 
@@ -503,7 +690,10 @@ impl AsyncWrite for TlsStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let written = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        let written = match self.as_mut().get_mut() {
+            TlsStream::Rustls(inner) => std::pin::Pin::new(inner.as_mut()).poll_write(cx, buf),
+            TlsStream::OpenSsl(inner) => return std::pin::Pin::new(inner).poll_write(cx, buf),
+        };
         if let std::task::Poll::Ready(Ok(_)) = written
             && let std::task::Poll::Ready(Err(e)) = self.poll_send_buffered(cx)
         {
@@ -512,29 +702,43 @@ impl AsyncWrite for TlsStream {
         written
     }
     fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        match self.get_mut() {
+            TlsStream::Rustls(inner) => std::pin::Pin::new(inner.as_mut()).poll_flush(cx),
+            TlsStream::OpenSsl(inner) => std::pin::Pin::new(inner).poll_flush(cx),
+        }
     }
     fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.get_mut() {
+            TlsStream::Rustls(inner) => std::pin::Pin::new(inner.as_mut()).poll_shutdown(cx),
+            TlsStream::OpenSsl(inner) => std::pin::Pin::new(inner).poll_shutdown(cx),
+        }
     }
 }
 
 impl TokioTlsStream for TlsStream {
-    type InnerStream = tokio_rustls::client::TlsStream<TcpStream>;
+    type InnerStream = TlsStream;
 
     fn tcp_stream(self) -> FtpResult<TcpStream> {
-        Ok(self.inner.into_inner().0)
+        match self {
+            TlsStream::Rustls(inner) => Ok(inner.into_inner().0),
+            TlsStream::OpenSsl(_) => Err(FtpError::SecureError(
+                "an OpenSSL stream cannot be turned back into plain TCP".to_string(),
+            )),
+        }
     }
     fn get_ref(&self) -> &TcpStream {
-        self.inner.get_ref().0
+        match self {
+            TlsStream::Rustls(inner) => inner.get_ref().0,
+            TlsStream::OpenSsl(inner) => inner.get_ref(),
+        }
     }
     fn mut_ref(&mut self) -> &mut Self::InnerStream {
-        &mut self.inner
+        self
     }
 }
