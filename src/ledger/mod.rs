@@ -912,7 +912,7 @@ impl Ledger {
 
     /// A server's quirks, as remembered: `(quirk, value, detail)`.
     pub fn quirks(&self, server: &str) -> anyhow::Result<Vec<(String, u64, Option<String>)>> {
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "SELECT quirk, value, detail FROM server_quirks WHERE server = ?1 ORDER BY quirk",
         )?;
         let rows = st.query_map([server], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -1114,7 +1114,9 @@ impl Ledger {
         sql_where: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> anyhow::Result<Vec<FileRow>> {
-        let mut st = self.conn.prepare(&format!(
+        // Cached: a file's row is read several times per attempt, and the
+        // handful of WHERE clauses make a handful of statements.
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT {FILE_COLUMNS} FROM files WHERE {sql_where} ORDER BY id"
         ))?;
         let rows = st.query_map(args, file_row)?;
