@@ -266,6 +266,22 @@ async fn a_retried_delete_never_removes_a_new_file_of_the_same_name_unread() {
     );
 }
 
+/// vsftpd, a pull job that deletes what it pulled (`attempts` as given),
+/// and `a.999` in the partner's outbound folder.
+fn pulled_then_deleted(attempts: &str) -> (RealServer, Setup) {
+    let srv = RealServer::start(Kind::VsftpdExplicit);
+    let s = Setup::new(&srv.yaml(""));
+    s.job(
+        "in",
+        &format!(
+            "{}after_pull: delete\n",
+            JOB.replace("attempts: 3", attempts)
+        ),
+    );
+    partner_drops(&srv, "a.999", b"ISA*00*a~", 60);
+    (srv, s)
+}
+
 /// Scenario 4: an after-action that keeps failing is reported failed once
 /// its attempts run out (so `once` exits 1 and an alert goes out); a
 /// remote file already gone ends the journey.
@@ -274,16 +290,7 @@ async fn an_after_pull_that_keeps_failing_is_reported_failed_then_a_gone_file_en
     if !available() {
         return;
     }
-    let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&srv.yaml(""));
-    s.job(
-        "in",
-        &format!(
-            "{}after_pull: delete\n",
-            JOB.replace("attempts: 3", "attempts: 2")
-        ),
-    );
-    partner_drops(&srv, "a.999", b"ISA*00*a~", 60);
+    let (srv, s) = pulled_then_deleted("attempts: 2");
     let engine = s.engine().with_connector(denying(100));
     let r1 = run(&engine, &s.config(), "in").await;
     assert!(matches!(r1.files[0].status, FileStatus::NotReady), "{r1:?}");
@@ -326,16 +333,7 @@ async fn an_unreachable_partner_after_placing_never_places_the_file_twice() {
     if !available() {
         return;
     }
-    let srv = RealServer::start(Kind::VsftpdExplicit);
-    let s = Setup::new(&srv.yaml(""));
-    s.job(
-        "in",
-        &format!(
-            "{JOB}after_pull: delete
-"
-        ),
-    );
-    partner_drops(&srv, "a.999", b"ISA*00*ack~", 60);
+    let (srv, s) = pulled_then_deleted("attempts: 3");
     let r1 = run(&s.engine().with_connector(denying(100)), &s.config(), "in").await;
     assert!(matches!(r1.files[0].status, FileStatus::NotReady), "{r1:?}");
     // The downstream system takes the placed acknowledgement.

@@ -35,6 +35,13 @@ async fn connect_err(server: Server) -> TransportError {
     }
 }
 
+/// Connects (panicking with `why` if refused) and uploads one small file.
+async fn connect_and_upload(server: Server, path: &str, why: &str) {
+    let mut s = FtpsSession::connect(Arc::new(server)).await.expect(why);
+    s.upload(path, 0, &mut &b"ok"[..]).await.unwrap();
+    s.close().await;
+}
+
 fn tricky_bytes() -> Vec<u8> {
     let mut v = b"ISA*00*~\r\nGS*HC~\nST*837\r\r\n".to_vec();
     v.extend([0u8, 0, 0xff, 0xfe, b'\n', 0x1a, b'\r']);
@@ -254,11 +261,7 @@ async fn pinned_self_signed_certificate_is_accepted() {
     let mut cfg = server_for(&srv, "127.0.0.1");
     cfg.ca_file = None;
     cfg.pin_sha256 = Some(ferry::config::parse_fingerprint(&leaf.fingerprint()).unwrap());
-    let mut s = FtpsSession::connect(Arc::new(cfg))
-        .await
-        .expect("a matching pin is trusted");
-    s.upload("/pinned.837", 0, &mut &b"ok"[..]).await.unwrap();
-    s.close().await;
+    connect_and_upload(cfg, "/pinned.837", "a matching pin is trusted").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -335,9 +338,7 @@ async fn the_openssl_tls13_stack_trusts_and_refuses_what_rustls_does() {
     let mut cfg = tls13(&srv);
     cfg.ca_file = None;
     cfg.pin_sha256 = Some(ferry::config::parse_fingerprint(&leaf.fingerprint()).unwrap());
-    let mut s = FtpsSession::connect(Arc::new(cfg)).await.expect("pinned");
-    s.upload("/pinned.837", 0, &mut &b"ok"[..]).await.unwrap();
-    s.close().await;
+    connect_and_upload(cfg, "/pinned.837", "pinned").await;
     // A client certificate is presented when configured.
     let srv = ftps_server::start(ServerOptions {
         client_certs: support::ftps_server::ClientCerts::Require,
@@ -349,11 +350,7 @@ async fn the_openssl_tls13_stack_trusts_and_refuses_what_rustls_does() {
     let mut cfg = tls13(&srv);
     cfg.client_cert = Some(client.cert);
     cfg.client_key = Some(client.key);
-    let mut s = FtpsSession::connect(Arc::new(cfg))
-        .await
-        .expect("client certificate accepted over OpenSSL");
-    s.upload("/c.837", 0, &mut &b"c"[..]).await.unwrap();
-    s.close().await;
+    connect_and_upload(cfg, "/c.837", "client certificate accepted over OpenSSL").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -427,11 +424,7 @@ async fn client_certificate_is_presented_when_configured() {
     let mut cfg = server_for(&srv, "127.0.0.1");
     cfg.client_cert = Some(client.cert);
     cfg.client_key = Some(client.key);
-    let mut s = FtpsSession::connect(Arc::new(cfg))
-        .await
-        .expect("client certificate accepted");
-    s.upload("/c.837", 0, &mut &b"c"[..]).await.unwrap();
-    s.close().await;
+    connect_and_upload(cfg, "/c.837", "client certificate accepted").await;
 }
 
 /// Leaves this task exactly `left` units of tokio's cooperative budget

@@ -234,7 +234,7 @@ impl TlsMaterial {
 /// Which TLS library carries a session offering `versions`: OpenSSL when
 /// TLS 1.3 may be negotiated (it re-presents the control session's ticket
 /// on every data connection), rustls otherwise.
-pub fn uses_openssl(versions: &[TlsVersion]) -> bool {
+fn uses_openssl(versions: &[TlsVersion]) -> bool {
     versions.contains(&TlsVersion::V1_3)
 }
 
@@ -257,7 +257,7 @@ fn verifier(
 }
 
 /// Builds the rustls config for one control session offering exactly `versions`.
-pub fn client_config(
+fn client_config(
     server: &Server,
     material: &TlsMaterial,
     versions: &[TlsVersion],
@@ -544,12 +544,9 @@ impl AsyncTlsConnector for Connector {
             }
             Ok(Err((problem, msg))) => {
                 if let Ok(mut s) = self.state.lock() {
-                    // A certificate refused by the verifier was recorded with more detail.
-                    let recorded = matches!(s.last_problem, Some(TlsProblem::PinMismatch { .. }))
-                        || (matches!(self.library, Library::OpenSsl(_))
-                            && s.last_problem.is_some()
-                            && matches!(problem, TlsProblem::Other(_)));
-                    if !recorded {
+                    // What the verifier recorded (a pin mismatch; on OpenSSL,
+                    // every certificate problem) says more than a generic error.
+                    if !matches!(problem, TlsProblem::Other(_)) || s.last_problem.is_none() {
                         s.last_problem = Some(problem);
                     }
                 }
