@@ -171,10 +171,27 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
 
 /// Appends one row after the current head. Call inside a write transaction.
 pub(super) fn append(conn: &Connection, rec: &AuditRecord<'_>, at: &str) -> anyhow::Result<()> {
-    let head: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    append_after(conn, rec, at, None).map(drop)
+}
+
+/// The chain's last row: its `seq` and `hash`.
+pub(super) type Head = (i64, String);
+
+/// [`append`], after `head` when the caller wrote the chain's last row in
+/// this same transaction (one lookup fewer); returns the new head.
+pub(super) fn append_after(
+    conn: &Connection,
+    rec: &AuditRecord<'_>,
+    at: &str,
+    head: Option<Head>,
+) -> anyhow::Result<Head> {
+    let head: Option<Head> = match head {
+        Some(h) => Some(h),
+        None => conn
+            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?,
+    };
     // After everything was pruned, numbering goes on from the last row ever
     // written (which the checkpoint names).
     let (last, prev) = match head {
@@ -213,7 +230,70 @@ pub(super) fn append(conn: &Connection, rec: &AuditRecord<'_>, at: &str) -> anyh
         hash
     ])
     .context("appending to the audit trail")?;
-    Ok(())
+    Ok((seq, hash))
+}
+
+/// The columns of a file's row its audit rows show, in this order.
+pub(super) const FILE_FACTS: &str =
+    "job, name, direction, size, sha256, verified, remote_path, local_path, state";
+
+/// A file's facts for its audit row, as its ledger row holds them.
+pub(super) struct FileFacts {
+    pub job: String,
+    name: String,
+    direction: String,
+    size: i64,
+    sha256: Option<String>,
+    verified: String,
+    remote_path: String,
+    local_path: Option<String>,
+    state: String,
+}
+
+impl FileFacts {
+    /// From a row selecting [`FILE_FACTS`].
+    pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileFacts> {
+        Ok(FileFacts {
+            job: r.get(0)?,
+            name: r.get(1)?,
+            direction: r.get(2)?,
+            size: r.get(3)?,
+            sha256: r.get(4)?,
+            verified: r.get(5)?,
+            remote_path: r.get(6)?,
+            local_path: r.get(7)?,
+            state: r.get(8)?,
+        })
+    }
+
+    /// The audit row of kind `kind` about this file, with `extra` facts.
+    pub(super) fn record<'a>(
+        &'a self,
+        file_id: i64,
+        kind: &'a str,
+        actor: &'a str,
+        servers: &'a std::collections::HashMap<String, String>,
+        extra: Map<String, Value>,
+    ) -> AuditRecord<'a> {
+        let mut detail = Map::new();
+        detail.insert("direction".into(), self.direction.clone().into());
+        detail.insert("state".into(), self.state.clone().into());
+        detail.insert("size".into(), self.size.into());
+        detail.insert("sha256".into(), self.sha256.clone().into());
+        detail.insert("verified".into(), self.verified.clone().into());
+        detail.insert("remote_path".into(), self.remote_path.clone().into());
+        detail.insert("local_path".into(), self.local_path.clone().into());
+        detail.extend(extra);
+        AuditRecord {
+            kind,
+            job: Some(&self.job),
+            server: servers.get(&self.job).map(String::as_str),
+            file_id: Some(file_id),
+            file: Some(&self.name),
+            actor,
+            detail,
+        }
+    }
 }
 
 /// A file's facts for its audit row, read from its ledger row.
@@ -226,55 +306,11 @@ pub(super) fn file_record<'a>(
     extra: Map<String, Value>,
     out: impl FnOnce(&AuditRecord<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    type Row = (
-        String,
-        String,
-        String,
-        i64,
-        Option<String>,
-        String,
-        String,
-        Option<String>,
-        String,
-    );
-    let (job, name, direction, size, sha256, verified, remote_path, local_path, state): Row = conn
-        .prepare_cached(
-            "SELECT job, name, direction, size, sha256, verified, remote_path, local_path, state
-             FROM files WHERE id = ?1",
-        )?
-        .query_row([file_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })
+    let facts = conn
+        .prepare_cached(&format!("SELECT {FILE_FACTS} FROM files WHERE id = ?1"))?
+        .query_row([file_id], FileFacts::from_row)
         .with_context(|| format!("no file with id {file_id} in the ledger"))?;
-    let mut detail = Map::new();
-    detail.insert("direction".into(), direction.into());
-    detail.insert("state".into(), state.into());
-    detail.insert("size".into(), size.into());
-    detail.insert("sha256".into(), sha256.into());
-    detail.insert("verified".into(), verified.into());
-    detail.insert("remote_path".into(), remote_path.into());
-    detail.insert("local_path".into(), local_path.into());
-    detail.extend(extra);
-    let server = servers.get(&job).map(String::as_str);
-    out(&AuditRecord {
-        kind,
-        job: Some(&job),
-        server,
-        file_id: Some(file_id),
-        file: Some(&name),
-        actor,
-        detail,
-    })
+    out(&facts.record(file_id, kind, actor, servers, extra))
 }
 
 impl Ledger {

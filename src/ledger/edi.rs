@@ -261,10 +261,10 @@ impl Ledger {
         file_id: i64,
         at: &str,
     ) -> anyhow::Result<()> {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE edi_interchanges SET sent_at = ?2 WHERE file_id = ?1 AND sent_at IS NULL",
-            params![file_id, at],
-        )?;
+        )?
+        .execute(params![file_id, at])?;
         Ok(())
     }
 

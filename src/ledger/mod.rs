@@ -797,41 +797,43 @@ impl Ledger {
         let t = now();
         // The state, its event and its audit row commit together: at most
         // one fsync per commit, none for a step no side effect depends on.
-        let push: bool = self
-            .conn
-            .prepare_cached("SELECT direction = 'push' FROM files WHERE id = ?1")?
-            .query_row([file_id], |r| r.get(0))
-            .optional()?
-            .unwrap_or(true);
         let _sync = self.relaxed()?;
         let tx = self.write_tx()?;
+        let (push, from): (bool, String) = tx
+            .prepare_cached("SELECT direction = 'push', state FROM files WHERE id = ?1")?
+            .query_row([file_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .with_context(|| format!("no file with id {file_id} in the ledger"))?;
+        let mut from: FileState = from.parse()?;
+        let mut head = None;
         let mut durable = false;
         for step in steps {
-            self.step_in(&tx, file_id, step, &t)?;
+            head = Some(self.step_in(&tx, file_id, push, from, step, &t, head)?);
+            from = step.state;
             durable |= step.state.durable(push);
         }
         tx.commit()?;
         self.durable(durable)
     }
 
+    /// One step of a file that is `from` now; `head` is the audit chain's
+    /// last row when this transaction wrote it. Returns the new head.
+    #[allow(clippy::too_many_arguments)]
     fn step_in(
         &self,
         tx: &Transaction<'_>,
         file_id: i64,
+        push: bool,
+        from: FileState,
         step: &Step<'_>,
         t: &str,
-    ) -> anyhow::Result<()> {
+        head: Option<audit::Head>,
+    ) -> anyhow::Result<audit::Head> {
         let state = step.state;
         let finished = matches!(
             state,
             FileState::Done | FileState::Failed | FileState::Verified | FileState::Held
         );
-        let from: String = tx
-            .prepare_cached("SELECT state FROM files WHERE id = ?1")?
-            .query_row([file_id], |r| r.get(0))
-            .optional()?
-            .with_context(|| format!("no file with id {file_id} in the ledger"))?;
-        let from: FileState = from.parse()?;
         if !from.may_become(state) {
             bail!("file {file_id}: a file that is {from} cannot become {state}");
         }
@@ -847,8 +849,10 @@ impl Ledger {
             Some(b) => (true, b),
             None => (false, None),
         };
-        tx.prepare_cached(
-            "UPDATE files SET state = ?2,
+        // The row as the step leaves it: its audit row shows these facts.
+        let facts = tx
+            .prepare_cached(&format!(
+                "UPDATE files SET state = ?2,
                               verified = COALESCE(?3, verified),
                               last_error = ?4,
                               updated_at = ?5,
@@ -862,52 +866,56 @@ impl Ledger {
                               resend = COALESCE(?13, resend),
                               sha256 = COALESCE(?14, sha256),
                               local_path = COALESCE(?15, local_path)
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            file_id,
-            state.as_str(),
-            step.verified.map(Verified::as_str),
-            step.error,
-            t,
-            finished,
-            set_intent,
-            intent,
-            set_temp,
-            temp,
-            set_before,
-            before,
-            step.resend,
-            step.sha256,
-            step.local_path.map(|p| p.to_string_lossy().into_owned()),
-            step.began,
-        ])?;
+                 WHERE id = ?1
+                 RETURNING {}",
+                audit::FILE_FACTS
+            ))?
+            .query_row(
+                params![
+                    file_id,
+                    state.as_str(),
+                    step.verified.map(Verified::as_str),
+                    step.error,
+                    t,
+                    finished,
+                    set_intent,
+                    intent,
+                    set_temp,
+                    temp,
+                    set_before,
+                    before,
+                    step.resend,
+                    step.sha256,
+                    step.local_path.map(|p| p.to_string_lossy().into_owned()),
+                    step.began,
+                ],
+                audit::FileFacts::from_row,
+            )
+            .with_context(|| format!("no file with id {file_id} in the ledger"))?;
         let detail = step.note.or(step.error);
         let kind = step.event.unwrap_or(state.as_str());
-        // The event takes the job from the row itself: one statement, no read back.
         tx.prepare_cached(
             "INSERT INTO events (at, job, run_id, file_id, kind, detail)
-             SELECT ?2, job, NULL, id, ?3, ?4 FROM files WHERE id = ?1",
+             VALUES (?1, ?2, NULL, ?3, ?4, ?5)",
         )?
-        .execute(params![file_id, t, kind, detail])?;
+        .execute(params![t, facts.job, file_id, kind, detail])?;
         let mut extra = Map::new();
         if let Some(d) = detail {
             extra.insert("note".into(), d.into());
         }
-        audit::file_record(
-            tx,
+        let rec = facts.record(
             file_id,
             kind,
             step.actor.unwrap_or(FERRY),
             &self.servers,
             extra,
-            |rec| audit::append(tx, rec, t),
-        )?;
-        if state == FileState::Verified {
+        );
+        let head = audit::append_after(tx, &rec, t, head)?;
+        if push && state == FileState::Verified {
             // A push file delivered: its interchange counts as sent (duplicate control, acks).
             Ledger::mark_interchange_sent(tx, file_id, t)?;
         }
-        Ok(())
+        Ok(head)
     }
 
     /// A server's quirks, as remembered: `(quirk, value, detail)`.
