@@ -41,6 +41,8 @@ Quirks (--quirks, else the FERRY_QUIRKS environment variable; comma-separated):
                        number of clients (1) for this user are already connected." and the
                        connection is closed (ProFTPD MaxClientsPerUser 1 says exactly this)
   pasv-elsewhere       no EPSV; PASV replies name 127.0.0.2 (the data listener stays on 127.0.0.1)
+  epsv-425             every third EPSV is answered "425 EPSV: Address already in use" (ProFTPD's
+                       reply when the passive port it picked is taken) and nothing is opened
   prot-534             PROT P is refused with "534 PROT P refused by policy."
   odd-list             LIST in DOS format with four-digit years and Unix with ACL markers,
                        plus a symlink and a line that is no listing line (use with no-mlst)
@@ -67,7 +69,7 @@ from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler, _strerror
 from pyftpdlib.servers import FTPServer
 
-KNOWN = {"iis-size", "no-feat", "no-mlst", "no-size", "sha256", "lying-hash", "rnto-drop",
+KNOWN = {"epsv-425", "iis-size", "no-feat", "no-mlst", "no-size", "sha256", "lying-hash", "rnto-drop",
          "stor-421-after-data", "too-many-530", "consume", "odd-list",
          "pasv-elsewhere", "prot-534"}
 QUIRKS = set()
@@ -160,10 +162,18 @@ class QuirkHandler(TLS_FTPHandler):
         self.push("".join(" %s\r\n" % f for f in sorted(feats)))
         self.respond("211 End FEAT.")
 
+    epsv_count = 0
+
     def ftp_EPSV(self, line):
         if quirk("pasv-elsewhere"):
             self.respond("502 Command not implemented.")
             return
+        if quirk("epsv-425"):
+            QuirkHandler.epsv_count += 1
+            if QuirkHandler.epsv_count % 3 == 0:
+                log.info("epsv-425: refused EPSV %d", QuirkHandler.epsv_count)
+                self.respond("425 EPSV: Address already in use")
+                return
         super().ftp_EPSV(line)
 
     def ftp_PROT(self, line):

@@ -817,3 +817,49 @@ async fn an_unreadable_file_fails_alone_and_the_rest_of_the_batch_goes_out() {
     assert!(text.contains("FAILED     x.837"), "{text}");
     assert!(inbound.join("ok.837").exists());
 }
+
+/// A data connection the server cannot open (`425 EPSV: Address already in
+/// use`, ProFTPD's reply when the passive port it picked is taken, which
+/// happens under thousands of transfers) is tried again within a second,
+/// not after the job's backoff (here 60 s), for uploads, the pull's
+/// listing and downloads alike; every file arrives once each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_data_connection_is_tried_again_within_a_second_not_after_the_backoff() {
+    if !available() {
+        return;
+    }
+    let srv = RealServer::quirky("epsv-425");
+    let inbound = inbox(&srv);
+    let s = Setup::new(&srv.yaml("    max_connections: 1\n"));
+    let retry = "retry: { attempts: 3, initial_delay: 60s, max_delay: 60s }\n";
+    s.job(
+        "out",
+        &format!("direction: push\nserver: srv\nlocal_dir: ../outbox\nremote_dir: /inbound\nstable_for: 0s\n{retry}"),
+    );
+    s.job(
+        "in",
+        &format!("direction: pull\nserver: srv\nlocal_dir: ../inbox\nremote_dir: /inbound\nstable_for: 0s\nafter_pull: keep\n{retry}"),
+    );
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}.837")).collect();
+    for (i, n) in names.iter().enumerate() {
+        s.drop_file(&format!("outbox/{n}"), &claim(i as u8, 2_000));
+    }
+    let started = std::time::Instant::now();
+    let pushed = run(&s.engine(), &s.config(), "out").await;
+    let pulled = run(&s.engine(), &s.config(), "in").await;
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(srv.dir().join("pyftpdlib.log")).unwrap_or_default();
+    let refused = log.matches("epsv-425: refused").count();
+    assert_eq!(pushed.delivered(), 6, "{pushed:?}");
+    assert_eq!(pulled.delivered(), 6, "{pulled:?}");
+    assert_eq!(sorted_names(&inbound), names);
+    assert_eq!(sorted_names(&s.path().join("inbox")), names);
+    assert!(
+        refused >= 4,
+        "the server refused {refused} data connections\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "{refused} refused data connections took {took:?}: the job's backoff was waited"
+    );
+}

@@ -262,6 +262,31 @@ pub(crate) enum Failure {
     Hold(String),
 }
 
+/// The longest wait before another attempt after the server could not
+/// open a data connection.
+const DATA_REFUSED_WAIT: Duration = Duration::from_secs(1);
+
+impl Failure {
+    /// How long to wait before the next attempt: the job's backoff, except
+    /// after a `425`: the server could not open the data connection (the
+    /// passive port it picked was taken, as ProFTPD reports under many
+    /// transfers), nothing moved, and the next try usually gets a port, so
+    /// that wait is at most [`DATA_REFUSED_WAIT`] (full jitter still).
+    pub(super) fn retry_delay(&self, policy: &RetryPolicy, failed_attempts: u32) -> Duration {
+        match self {
+            Failure::Transport(e) if e.refusal_code() == Some(425) => {
+                let short = RetryPolicy {
+                    initial_delay: policy.initial_delay.min(DATA_REFUSED_WAIT),
+                    max_delay: policy.max_delay.min(DATA_REFUSED_WAIT),
+                    ..*policy
+                };
+                backoff(&short, failed_attempts)
+            }
+            _ => backoff(policy, failed_attempts),
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -727,7 +752,7 @@ impl Engine {
                             o.attempts = o.attempts.max(attempt);
                             break Some(o);
                         }
-                        tokio::time::sleep(backoff(&job.retry, attempt)).await;
+                        tokio::time::sleep(f.retry_delay(&job.retry, attempt)).await;
                     }
                 }
                 }

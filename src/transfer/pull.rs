@@ -196,14 +196,17 @@ async fn list_with_retries(engine: &Engine, job: &Job) -> Result<Listed, String>
             Ok(l) => return Ok((session, permit, l)),
             Err(e) => {
                 session.close().await;
-                if !e.is_session_fatal() || attempt >= job.retry.attempts {
+                // A 425 (no data connection for the listing) passes like a lost one.
+                let passing = e.is_session_fatal() || e.refusal_code() == Some(425);
+                if !passing || attempt >= job.retry.attempts {
                     return Err(format!(
                         "cannot list {} on {}: {e}",
                         job.remote_dir, job.server.name
                     ));
                 }
                 warn!(job = %job.name, attempt, error = %e, "listing failed; retrying");
-                tokio::time::sleep(super::backoff(&job.retry, attempt)).await;
+                let failure = Failure::Transport(e);
+                tokio::time::sleep(failure.retry_delay(&job.retry, attempt)).await;
             }
         }
     }
