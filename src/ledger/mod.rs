@@ -799,21 +799,72 @@ impl Ledger {
         // one fsync per commit, none for a step no side effect depends on.
         let _sync = self.relaxed()?;
         let tx = self.write_tx()?;
+        let (_, durable) = self.file_steps(&tx, file_id, steps, &t, None)?;
+        tx.commit()?;
+        self.durable(durable)
+    }
+
+    /// [`Ledger::steps`] for several files in one commit (and at most one
+    /// fsync): each file's steps are recorded as that call would record
+    /// them, or, if one is refused, none of that file's are (the others
+    /// still are). Returns each file's result, in order; an error of the
+    /// commit itself fails them all.
+    pub fn steps_each(
+        &self,
+        files: &[(i64, Vec<Step<'_>>)],
+    ) -> anyhow::Result<Vec<anyhow::Result<()>>> {
+        if let [(id, steps)] = files {
+            return self.steps(*id, steps).map(|()| vec![Ok(())]);
+        }
+        let t = now();
+        let _sync = self.relaxed()?;
+        let tx = self.write_tx()?;
+        let (mut head, mut durable) = (None, false);
+        let mut each = Vec::with_capacity(files.len());
+        for (id, steps) in files {
+            tx.prepare_cached("SAVEPOINT file_steps")?.execute([])?;
+            match self.file_steps(&tx, *id, steps, &t, head.clone()) {
+                Ok((h, d)) => {
+                    tx.prepare_cached("RELEASE file_steps")?.execute([])?;
+                    (head, durable) = (h.or(head), durable | d);
+                    each.push(Ok(()));
+                }
+                Err(e) => {
+                    tx.prepare_cached("ROLLBACK TO file_steps")?.execute([])?;
+                    tx.prepare_cached("RELEASE file_steps")?.execute([])?;
+                    each.push(Err(e));
+                }
+            }
+        }
+        tx.commit()?;
+        self.durable(durable)?;
+        Ok(each)
+    }
+
+    /// One file's consecutive steps inside `tx`, after the audit chain's
+    /// `head` when this transaction wrote it. Returns the new head (`None`
+    /// for no steps) and whether a step is durable.
+    fn file_steps(
+        &self,
+        tx: &Transaction<'_>,
+        file_id: i64,
+        steps: &[Step<'_>],
+        t: &str,
+        mut head: Option<audit::Head>,
+    ) -> anyhow::Result<(Option<audit::Head>, bool)> {
         let (push, from): (bool, String) = tx
             .prepare_cached("SELECT direction = 'push', state FROM files WHERE id = ?1")?
             .query_row([file_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .with_context(|| format!("no file with id {file_id} in the ledger"))?;
         let mut from: FileState = from.parse()?;
-        let mut head = None;
         let mut durable = false;
         for step in steps {
-            head = Some(self.step_in(&tx, file_id, push, from, step, &t, head)?);
+            head = Some(self.step_in(tx, file_id, push, from, step, t, head)?);
             from = step.state;
             durable |= step.state.durable(push);
         }
-        tx.commit()?;
-        self.durable(durable)
+        Ok((head, durable))
     }
 
     /// One step of a file that is `from` now; `head` is the audit chain's

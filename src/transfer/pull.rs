@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use tracing::{info, warn};
 
 use super::local::{self, Hashing};
@@ -145,11 +147,13 @@ pub(super) async fn run(
     }
     let unparsed = session.listing_unparsed();
 
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
     let attempt = Arc::new(PullAttempt {
         engine: engine.clone(),
         job: job.clone(),
         progress: opts.progress.clone(),
-        notices: std::sync::Mutex::new(Vec::new()),
+        notices: notices.clone(),
+        finisher: start_finisher(engine.clone(), job.clone(), notices)?,
     });
     let (done, connection_error) = engine
         .drive(
@@ -302,7 +306,152 @@ struct PullAttempt {
     job: Job,
     progress: Option<super::Progress>,
     /// What the acknowledgements read in this run call for (`edi.acks_for`).
-    notices: std::sync::Mutex<Vec<crate::edi::Notice>>,
+    notices: Notices,
+    /// Records and places the run's downloaded files, several in one commit.
+    finisher: std::sync::mpsc::Sender<Finish>,
+}
+
+type Notices = Arc<std::sync::Mutex<Vec<crate::edi::Notice>>>;
+
+/// A downloaded, fsynced and checked `.part` for the finisher: its `sent`
+/// and `verified` steps are recorded (and durable) before it is placed,
+/// its `renamed` step (and `done` with `after_pull: keep`) after.
+struct Finish {
+    id: i64,
+    name: String,
+    size: u64,
+    sha: String,
+    level: Verified,
+    /// When the download began, if `sending` was not recorded before it.
+    sending_began: Option<String>,
+    keep: bool,
+    reply: tokio::sync::oneshot::Sender<Result<Placed, Failure>>,
+}
+
+/// Where a file was placed, and why not under its own name if it was not.
+struct Placed {
+    path: PathBuf,
+    note: Option<String>,
+}
+
+impl Finish {
+    fn first_steps(&self) -> Vec<Step<'_>> {
+        let sending = self.sending_began.as_ref().map(|began| Step {
+            state: FileState::Sending,
+            began: Some(began),
+            ..Step::default()
+        });
+        let sent = Step {
+            state: FileState::Sent,
+            sha256: Some(&self.sha),
+            ..Step::default()
+        };
+        let verified = Step {
+            state: FileState::Verified,
+            verified: Some(self.level),
+            ..Step::default()
+        };
+        sending.into_iter().chain([sent, verified]).collect()
+    }
+}
+
+/// The run's finisher: a thread that takes every download waiting to be
+/// recorded when it gets to them, so the sessions' files share commits and
+/// their fsyncs (the ledger's cost per file was the bound of small pulls).
+/// It ends when the run drops its sender.
+fn start_finisher(
+    engine: Engine,
+    job: Job,
+    notices: Notices,
+) -> anyhow::Result<std::sync::mpsc::Sender<Finish>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Finish>();
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name("ferry-finisher".into())
+        .spawn(move || {
+            let _in_run = span.enter();
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < FINISH_BATCH_MOST {
+                    match rx.try_recv() {
+                        Ok(f) => batch.push(f),
+                        Err(_) => break,
+                    }
+                }
+                finish_batch(&engine, &job, &notices, batch);
+            }
+        })
+        .context("starting the download finisher thread")?;
+    Ok(tx)
+}
+
+/// The most downloads recorded in one commit.
+const FINISH_BATCH_MOST: usize = 64;
+
+fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, batch: Vec<Finish>) {
+    tracing::debug!(job = %job.name, files = batch.len(), "recording downloads together");
+    let ledger_failed = |e: &anyhow::Error| Failure::Permanent(format!("ledger: {e:#}"));
+    // 1. Every file's `sent` and `verified`, durable before any is placed.
+    let first: Vec<(i64, Vec<Step<'_>>)> = batch.iter().map(|f| (f.id, f.first_steps())).collect();
+    let recorded: Vec<Result<(), Failure>> = match engine.ledger(|l| l.steps_each(&first)) {
+        Ok(each) => each
+            .into_iter()
+            .map(|r| r.map_err(|e| ledger_failed(&e)))
+            .collect(),
+        Err(e) => batch.iter().map(|_| Err(ledger_failed(&e))).collect(),
+    };
+    drop(first);
+    // 2. Placed, each (the folder synced after each link).
+    let placed: Vec<Result<Placed, Failure>> = batch
+        .iter()
+        .zip(recorded)
+        .map(|(f, r)| {
+            r.and_then(|()| place_verified(engine, job, notices, f.id, &f.name, f.size, &f.sha))
+        })
+        .collect();
+    // 3. Every placed file's `renamed` (and `done` when nothing is left to do on the server).
+    let done = Step {
+        state: FileState::Done,
+        ..Step::default()
+    };
+    let last: Vec<(i64, Vec<Step<'_>>)> = batch
+        .iter()
+        .zip(&placed)
+        .filter_map(|(f, p)| {
+            let p = p.as_ref().ok()?;
+            let renamed = Step {
+                state: FileState::Renamed,
+                verified: Some(f.level),
+                local_path: Some(&p.path),
+                ..Step::default()
+            };
+            Some((
+                f.id,
+                if f.keep {
+                    vec![renamed, done]
+                } else {
+                    vec![renamed]
+                },
+            ))
+        })
+        .collect();
+    let mut recorded = match engine.ledger(|l| l.steps_each(&last)) {
+        Ok(each) => each
+            .into_iter()
+            .map(|r| r.map_err(|e| ledger_failed(&e)))
+            .collect(),
+        Err(e) => last
+            .iter()
+            .map(|_| Err(ledger_failed(&e)))
+            .collect::<Vec<_>>(),
+    }
+    .into_iter();
+    drop(last);
+    for (f, p) in batch.into_iter().zip(placed) {
+        let result = p.and_then(|p| recorded.next().unwrap_or(Ok(())).map(|()| p));
+        // A session that stopped waiting (its run was dropped) needs no answer.
+        let _ = f.reply.send(result);
+    }
 }
 
 #[async_trait::async_trait]
@@ -411,14 +560,32 @@ impl Attempt<PullItem> for PullAttempt {
                     return Err(e);
                 }
             };
-            let verified = Step {
-                state: FileState::Verified,
-                verified: Some(level),
-                ..Step::default()
+            // The finisher records `sent` and `verified` (with other
+            // sessions' files, in one commit), places the file and records
+            // `renamed`, and `done` when nothing is left to do on the server.
+            let keep = after_action(job) == AfterPull::Keep;
+            let (reply, placed) = tokio::sync::oneshot::channel();
+            let finish = Finish {
+                id: item.id,
+                name: item.name.clone(),
+                size: item.size,
+                sha: sha.clone(),
+                level,
+                sending_began: defer_sending.then_some(began.clone()),
+                keep,
+                reply,
             };
-            let steps: Vec<Step> = first.iter().copied().chain([sent, verified]).collect();
-            engine.ledger(|l| l.steps(item.id, &steps))?;
-            state = FileState::Verified;
+            let stopped = || Failure::Permanent("the download finisher stopped".into());
+            self.finisher.send(finish).map_err(|_| stopped())?;
+            let p = placed.await.map_err(|_| stopped())??;
+            if p.note.is_some() {
+                note = p.note;
+            }
+            if keep {
+                info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
+                return outcome(FileStatus::Delivered, note, level);
+            }
+            state = FileState::Renamed;
         }
         if state == FileState::Sent {
             level = verify_download(remote, &item.remote_path, &sha, item.size, job)
@@ -430,68 +597,19 @@ impl Attempt<PullItem> for PullAttempt {
             state = FileState::Verified;
         }
         if state == FileState::Verified {
-            // Acknowledgements are read from the verified .part, before the
-            // file is placed where a downstream system may take it at once.
-            if let Some(edi) = &job.edi
-                && !edi.acks_for.is_empty()
-                && part.exists()
-            {
-                let read = engine.ledger(|l| {
-                    crate::edi::track::read_ack(
-                        l,
-                        &job.name,
-                        &edi.acks_for,
-                        item.id,
-                        &item.name,
-                        &part,
-                    )
-                });
-                match read {
-                    Ok(n) => {
-                        if let Ok(mut all) = self.notices.lock() {
-                            all.extend(n);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(job = %job.name, file = %item.name, "cannot read the acknowledgement: {e:#}")
-                    }
-                }
+            let p = place_verified(
+                engine,
+                job,
+                &self.notices,
+                item.id,
+                &item.name,
+                item.size,
+                &sha,
+            )?;
+            let placed = p.path;
+            if p.note.is_some() {
+                note = p.note;
             }
-            // The same bytes already sit under this name (or a suffixed one):
-            // recorded as a duplicate, never placed as `name.1.ext`.
-            let placed = match same_content(&job.local_dir, &item.name, item.size, &sha) {
-                Some(existing) => {
-                    let _ = std::fs::remove_file(&part);
-                    local::sync_dir(&job.local_dir);
-                    note = Some(format!(
-                        "the same content is already in {}; not placed again",
-                        existing.display()
-                    ));
-                    existing
-                }
-                None => {
-                    let placed = local::place_no_overwrite(&part, &job.local_dir, &item.name)
-                        .map_err(|e| {
-                            Failure::Retry(format!(
-                                "cannot place {} in {}: {e}",
-                                item.name,
-                                job.local_dir.display()
-                            ))
-                        })?;
-                    let placed_name = placed
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    if placed_name != item.name {
-                        warn!(job = %job.name, file = %item.name, saved_as = %placed_name, "a local file of that name already exists; saved under another name");
-                        note = Some(format!(
-                            "saved as {placed_name}: a file named {} was already there",
-                            item.name
-                        ));
-                    }
-                    placed
-                }
-            };
             let renamed = Step {
                 state: FileState::Renamed,
                 verified: Some(level),
@@ -562,6 +680,72 @@ impl Attempt<PullItem> for PullAttempt {
             }
         }
     }
+}
+
+/// Places a verified `.part` under its name (or a suffixed one), once its
+/// acknowledgement, if it is one, has been read; or, when the same bytes
+/// already sit there, removes it and says where they are.
+fn place_verified(
+    engine: &Engine,
+    job: &Job,
+    notices: &Notices,
+    id: i64,
+    name: &str,
+    size: u64,
+    sha: &str,
+) -> Result<Placed, Failure> {
+    let part = part_path(job, name);
+    // Acknowledgements are read from the verified .part, before the
+    // file is placed where a downstream system may take it at once.
+    if let Some(edi) = &job.edi
+        && !edi.acks_for.is_empty()
+        && part.exists()
+    {
+        let read = engine
+            .ledger(|l| crate::edi::track::read_ack(l, &job.name, &edi.acks_for, id, name, &part));
+        match read {
+            Ok(n) => {
+                if let Ok(mut all) = notices.lock() {
+                    all.extend(n);
+                }
+            }
+            Err(e) => {
+                warn!(job = %job.name, file = %name, "cannot read the acknowledgement: {e:#}")
+            }
+        }
+    }
+    // The same bytes already sit under this name (or a suffixed one):
+    // recorded as a duplicate, never placed as `name.1.ext`.
+    if let Some(existing) = same_content(&job.local_dir, name, size, sha) {
+        let _ = std::fs::remove_file(&part);
+        local::sync_dir(&job.local_dir);
+        let note = format!(
+            "the same content is already in {}; not placed again",
+            existing.display()
+        );
+        return Ok(Placed {
+            path: existing,
+            note: Some(note),
+        });
+    }
+    let placed = local::place_no_overwrite(&part, &job.local_dir, name).map_err(|e| {
+        Failure::Retry(format!(
+            "cannot place {name} in {}: {e}",
+            job.local_dir.display()
+        ))
+    })?;
+    let placed_name = placed
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut note = None;
+    if placed_name != name {
+        warn!(job = %job.name, file = %name, saved_as = %placed_name, "a local file of that name already exists; saved under another name");
+        note = Some(format!(
+            "saved as {placed_name}: a file named {name} was already there"
+        ));
+    }
+    Ok(Placed { path: placed, note })
 }
 
 /// A file in `dir` named `name` (or `name` with a suffix, as placing gives
