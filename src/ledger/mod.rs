@@ -806,9 +806,9 @@ impl Ledger {
 
     /// [`Ledger::steps`] for several files in one commit (and at most one
     /// fsync): each file's steps are recorded as that call would record
-    /// them, or, if one is refused, none of that file's are (the others
-    /// still are). Returns each file's result, in order; an error of the
-    /// commit itself fails them all.
+    /// them. If one file's are refused, the commit is dropped and each file
+    /// is recorded alone, so only that file fails. Returns each file's
+    /// result, in order; an error of the commit itself fails them all.
     pub fn steps_each(
         &self,
         files: &[(i64, Vec<Step<'_>>)],
@@ -817,28 +817,28 @@ impl Ledger {
             return self.steps(*id, steps).map(|()| vec![Ok(())]);
         }
         let t = now();
-        let _sync = self.relaxed()?;
-        let tx = self.write_tx()?;
-        let (mut head, mut durable) = (None, false);
-        let mut each = Vec::with_capacity(files.len());
-        for (id, steps) in files {
-            tx.prepare_cached("SAVEPOINT file_steps")?.execute([])?;
-            match self.file_steps(&tx, *id, steps, &t, head.clone()) {
-                Ok((h, d)) => {
-                    tx.prepare_cached("RELEASE file_steps")?.execute([])?;
-                    (head, durable) = (h.or(head), durable | d);
-                    each.push(Ok(()));
-                }
-                Err(e) => {
-                    tx.prepare_cached("ROLLBACK TO file_steps")?.execute([])?;
-                    tx.prepare_cached("RELEASE file_steps")?.execute([])?;
-                    each.push(Err(e));
-                }
+        let together = (|| -> anyhow::Result<bool> {
+            let _sync = self.relaxed()?;
+            let tx = self.write_tx()?;
+            let (mut head, mut durable) = (None, false);
+            for (id, steps) in files {
+                let (h, d) = self.file_steps(&tx, *id, steps, &t, head.take())?;
+                (head, durable) = (h, durable | d);
             }
+            tx.commit()?;
+            Ok(durable)
+        })();
+        match together {
+            Ok(durable) => {
+                self.durable(durable)?;
+                Ok(files.iter().map(|_| Ok(())).collect())
+            }
+            // Rolled back: one by one, each file's own result.
+            Err(_) => Ok(files
+                .iter()
+                .map(|(id, steps)| self.steps(*id, steps))
+                .collect()),
         }
-        tx.commit()?;
-        self.durable(durable)?;
-        Ok(each)
     }
 
     /// One file's consecutive steps inside `tx`, after the audit chain's
@@ -1575,6 +1575,64 @@ mod tests {
             .collect();
         assert_eq!(left, [delivered]);
         assert_eq!(l.file(sending).unwrap().state, FileState::Failed);
+    }
+
+    /// Several files' steps in one commit: each is recorded as alone (its
+    /// events, its audit rows, the chain intact), and a file whose step is
+    /// refused fails alone, none of its steps recorded, the others all.
+    #[test]
+    fn files_recorded_together_each_get_their_steps_and_a_refused_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("state")).unwrap();
+        let (a, b, c) = (
+            new_file(&l, "pull"),
+            new_file(&l, "pull"),
+            new_file(&l, "pull"),
+        );
+        let sending = Step {
+            state: FileState::Sending,
+            ..Step::default()
+        };
+        let sent = Step {
+            state: FileState::Sent,
+            sha256: Some("ab"),
+            ..Step::default()
+        };
+        let done = Step {
+            state: FileState::Done,
+            ..Step::default()
+        };
+        let each = l
+            .steps_each(&[
+                (a, vec![sending, sent]),
+                (b, vec![sending, done]), // sending cannot become done
+                (c, vec![sending, sent]),
+            ])
+            .unwrap();
+        assert!(each[0].is_ok() && each[2].is_ok(), "{each:?}");
+        let refused = each[1].as_ref().unwrap_err().to_string();
+        assert!(refused.contains("cannot become done"), "{refused}");
+        for ok in [a, c] {
+            assert_eq!(l.file(ok).unwrap().state, FileState::Sent);
+            assert_eq!(l.file(ok).unwrap().sha256.as_deref(), Some("ab"));
+            assert_eq!(events(&l, ok)[1..], ["sending", "sent"]);
+        }
+        assert_eq!(l.file(b).unwrap().state, FileState::Seen);
+        assert_eq!(events(&l, b).len(), 1, "{:?}", events(&l, b));
+        assert!(matches!(
+            l.verify_audit().unwrap(),
+            audit::Verdict::Intact { .. }
+        ));
+        let verified = Step {
+            state: FileState::Verified,
+            verified: Some(Verified::Size),
+            ..Step::default()
+        };
+        let each = l
+            .steps_each(&[(a, vec![verified]), (c, vec![verified])])
+            .unwrap();
+        assert!(each.iter().all(Result::is_ok), "{each:?}");
+        assert_eq!(l.file(c).unwrap().state, FileState::Verified);
     }
 
     /// Steps recorded together are each checked and evented as if alone,

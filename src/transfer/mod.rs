@@ -669,6 +669,13 @@ impl Engine {
                 Err(_) => return,
             },
         };
+        // A file whose finish goes on off this session (`Done::Later`): its
+        // outcome is collected once the next file's attempt is done, so the
+        // next download overlaps it. At most one at a time.
+        let mut later: Option<(I, u32, Later)> = None;
+        // A file whose deferred finish failed, with its attempts so far: it
+        // is handled like any failed attempt (retried with backoff, or failed).
+        let mut again: Option<(I, u32, Failure)> = None;
         loop {
             if batch
                 .connection_error
@@ -682,90 +689,162 @@ impl Engine {
                 // Shutting down: what is not started stays recorded and waits for the next run.
                 break;
             }
-            let Some(item) = batch.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                break;
+            let next = match again.take() {
+                Some((item, attempt, f)) => Some((item, attempt, Some(f))),
+                None => batch
+                    .queue
+                    .lock()
+                    .ok()
+                    .and_then(|mut q| q.pop_front())
+                    .map(|item| (item, 0u32, None)),
             };
-            let mut attempt = 0u32;
+            let Some((item, mut attempt, mut carried)) = next else {
+                match later.take() {
+                    Some(prev) => {
+                        self.collect(batch, prev, &mut again).await;
+                        continue;
+                    }
+                    None => break,
+                }
+            };
             // Every event about this file carries its ledger id (and the run's fields).
             let span = info_span!("file", file_id = item.file_id());
-            let outcome = async {
+            let end = async {
                 loop {
-                if session.is_none() {
-                    match self.connect(job).await {
-                        Ok(s) => {
-                            session = Some(s);
-                            counted = Some(SessionCount::new(&self, &job.server.name));
-                            let _ = batch.first_tx.send(true);
+                let failed = match carried.take() {
+                    Some(f) => f,
+                    None => {
+                        if session.is_none() {
+                            match self.connect(job).await {
+                                Ok(s) => {
+                                    session = Some(s);
+                                    counted = Some(SessionCount::new(&self, &job.server.name));
+                                    let _ = batch.first_tx.send(true);
+                                }
+                                Err(Refused::SessionLimit(others)) => {
+                                    break ItemEnd::TurnedAway(others);
+                                }
+                                Err(Refused::Error(e)) => {
+                                    break ItemEnd::Unreachable(format!(
+                                        "cannot reach {}: {e}",
+                                        job.server.name
+                                    ));
+                                }
+                            }
                         }
-                        Err(Refused::SessionLimit(others)) => {
-                            // This server takes no more sessions: the others carry on.
-                            let mut q = batch.known.clone();
-                            q.max_sessions = Some(others.max(1) as u32);
-                            self.remember_quirks(&job.server.name, &batch.known, &q);
-                            info!(job = %job.name, server = %job.server.name, sessions = others, "the server refused another session; going on with fewer");
-                            if let Ok(mut queue) = batch.queue.lock() {
-                                queue.push_front(item);
-                            }
-                            return None;
-                        }
-                        Err(Refused::Error(e)) => {
-                            // Nothing can move: this and every queued file fail together.
-                            let msg = format!("cannot reach {}: {e}", job.server.name);
-                            if let Ok(mut ce) = batch.connection_error.lock() {
-                                ce.get_or_insert(msg.clone());
-                            }
-                            let _ = batch.first_tx.send(true);
-                            let mut rest: Vec<I> = batch
-                                .queue
-                                .lock()
-                                .map(|mut q| q.drain(..).collect())
-                                .unwrap_or_default();
-                            rest.insert(0, item);
-                            for it in rest {
-                                let o = self.fail_item(&it, &msg);
-                                batch.outcomes.lock().expect("outcomes").push(o);
-                            }
-                            return None;
+                        attempt += 1;
+                        let remote = session.as_mut().expect("session").as_mut();
+                        let before = remote.quirks();
+                        let result = batch.work.attempt(remote, &item, attempt).await;
+                        self.remember_quirks(&job.server.name, &before, &remote.quirks());
+                        match result {
+                            Ok(Done::Now(o)) => break ItemEnd::Outcome(o),
+                            Ok(Done::Later(l)) => break ItemEnd::Later(l),
+                            Err(f) => f,
                         }
                     }
+                };
+                if let Failure::Hold(reason) = &failed {
+                    break ItemEnd::Outcome(self.hold_item(&item, reason));
                 }
-                attempt += 1;
-                let remote = session.as_mut().expect("session").as_mut();
-                let before = remote.quirks();
-                let result = batch.work.attempt(remote, &item, attempt).await;
-                self.remember_quirks(&job.server.name, &before, &remote.quirks());
-                match result {
-                    Ok(o) => break Some(o),
-                    Err(Failure::Hold(reason)) => break Some(self.hold_item(&item, &reason)),
-                    Err(f) => {
-                        warn!(job = %job.name, file = item.name(), attempt, error = %f, "attempt failed");
-                        // A session the error killed (or that cannot be trusted) is replaced.
-                        let dead = session.as_ref().is_none_or(|s| !s.is_open());
-                        if (f.session_broken() || dead)
-                            && let Some(mut s) = session.take()
-                        {
-                            s.close().await;
-                            counted = None;
-                        }
-                        if f.permanent() || attempt >= job.retry.attempts {
-                            let mut o = self.fail_item(&item, &f.to_string());
-                            o.attempts = o.attempts.max(attempt);
-                            break Some(o);
-                        }
-                        tokio::time::sleep(f.retry_delay(&job.retry, attempt)).await;
-                    }
+                warn!(job = %job.name, file = item.name(), attempt, error = %failed, "attempt failed");
+                // A session the error killed (or that cannot be trusted) is replaced.
+                let dead = session.as_ref().is_none_or(|s| !s.is_open());
+                if (failed.session_broken() || dead)
+                    && let Some(mut s) = session.take()
+                {
+                    s.close().await;
+                    counted = None;
                 }
+                if failed.permanent() || attempt >= job.retry.attempts {
+                    let mut o = self.fail_item(&item, &failed.to_string());
+                    o.attempts = o.attempts.max(attempt);
+                    break ItemEnd::Outcome(o);
+                }
+                tokio::time::sleep(failed.retry_delay(&job.retry, attempt)).await;
                 }
             }
             .instrument(span)
             .await;
-            let Some(outcome) = outcome else { return };
-            batch.outcomes.lock().expect("outcomes").push(outcome);
+            match end {
+                ItemEnd::Outcome(o) => batch.outcomes.lock().expect("outcomes").push(o),
+                ItemEnd::Later(l) => {
+                    if let Some(prev) = later.replace((item, attempt, l)) {
+                        self.collect(batch, prev, &mut again).await;
+                    }
+                }
+                ItemEnd::TurnedAway(others) => {
+                    // This server takes no more sessions: the others carry on.
+                    let mut q = batch.known.clone();
+                    q.max_sessions = Some(others.max(1) as u32);
+                    self.remember_quirks(&job.server.name, &batch.known, &q);
+                    info!(job = %job.name, server = %job.server.name, sessions = others, "the server refused another session; going on with fewer");
+                    if let Ok(mut queue) = batch.queue.lock() {
+                        queue.push_front(item);
+                    }
+                    break;
+                }
+                ItemEnd::Unreachable(msg) => {
+                    // Nothing can move: this and every queued file fail together.
+                    if let Ok(mut ce) = batch.connection_error.lock() {
+                        ce.get_or_insert(msg.clone());
+                    }
+                    let _ = batch.first_tx.send(true);
+                    let mut rest: Vec<I> = batch
+                        .queue
+                        .lock()
+                        .map(|mut q| q.drain(..).collect())
+                        .unwrap_or_default();
+                    rest.insert(0, item);
+                    for it in rest {
+                        let o = self.fail_item(&it, &msg);
+                        batch.outcomes.lock().expect("outcomes").push(o);
+                    }
+                    break;
+                }
+            }
+        }
+        // The worker stops: a finish still under way is waited for, and a
+        // failed one goes back to the queue (or fails, if the run cannot go on).
+        if let Some(prev) = later.take() {
+            self.collect(batch, prev, &mut again).await;
+        }
+        if let Some((item, attempt, f)) = again.take() {
+            let over = batch.connection_error.lock().map_or(true, |e| e.is_some())
+                || batch.stop.as_ref().is_some_and(|s| s.is_cancelled());
+            if over {
+                let mut o = match &f {
+                    Failure::Hold(reason) => self.hold_item(&item, reason),
+                    _ => self.fail_item(&item, &f.to_string()),
+                };
+                o.attempts = o.attempts.max(attempt);
+                batch.outcomes.lock().expect("outcomes").push(o);
+            } else if let Ok(mut queue) = batch.queue.lock() {
+                queue.push_front(item);
+            }
         }
         if let Some(mut s) = session.take() {
             s.close().await;
         }
         drop(counted);
+    }
+
+    /// Waits for a deferred finish: its outcome, or the failure to handle.
+    async fn collect<I: WorkItem>(
+        &self,
+        batch: &Batch<I>,
+        (item, attempt, later): (I, u32, Later),
+        again: &mut Option<(I, u32, Failure)>,
+    ) {
+        let span = info_span!("file", file_id = item.file_id());
+        match later.instrument(span).await {
+            Ok(o) => batch.outcomes.lock().expect("outcomes").push(o),
+            Err(Failure::Hold(reason)) => {
+                let o = self.hold_item(&item, &reason);
+                batch.outcomes.lock().expect("outcomes").push(o);
+            }
+            Err(f) => *again = Some((item, attempt, f)),
+        }
     }
 
     /// Writes the server's certificate to the audit trail when it is new
@@ -1020,7 +1099,30 @@ pub(crate) trait Attempt<I: WorkItem>: Send + Sync {
         remote: &mut dyn Remote,
         item: &I,
         attempt: u32,
-    ) -> Result<FileOutcome, Failure>;
+    ) -> Result<Done, Failure>;
+}
+
+/// What an attempt ended with.
+pub(crate) enum Done {
+    /// The file's outcome.
+    Now(FileOutcome),
+    /// The rest needs no session (a pull's records and placing, when
+    /// nothing is left to do on the server): the session takes the next
+    /// file meanwhile.
+    Later(Later),
+}
+
+/// The outcome of a finish that goes on off the session.
+pub(crate) type Later = Pin<Box<dyn Future<Output = Result<FileOutcome, Failure>> + Send>>;
+
+/// How one file's turn on a session ended.
+enum ItemEnd {
+    Outcome(FileOutcome),
+    Later(Later),
+    /// The server refused another session (this many of ours were open).
+    TurnedAway(usize),
+    /// The server cannot be reached: the run's files fail with this.
+    Unreachable(String),
 }
 
 /// When the job runs next, as an operator reads it in an email.
@@ -1070,6 +1172,178 @@ mod tests {
                 "jitter spreads over the window"
             );
         }
+    }
+
+    /// A session that is only there: the scripted attempts never use it.
+    struct Idle(crate::transport::Capabilities);
+
+    #[async_trait::async_trait]
+    impl Remote for Idle {
+        async fn list(
+            &mut self,
+            _: &str,
+        ) -> crate::transport::Result<Vec<crate::transport::RemoteEntry>> {
+            Ok(Vec::new())
+        }
+        async fn upload(
+            &mut self,
+            _: &str,
+            _: u64,
+            _: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+        ) -> crate::transport::Result<u64> {
+            Ok(0)
+        }
+        async fn download(
+            &mut self,
+            _: &str,
+            _: u64,
+            _: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        ) -> crate::transport::Result<u64> {
+            Ok(0)
+        }
+        async fn rename(&mut self, _: &str, _: &str) -> crate::transport::Result<()> {
+            Ok(())
+        }
+        async fn delete(&mut self, _: &str) -> crate::transport::Result<()> {
+            Ok(())
+        }
+        async fn mkdir(&mut self, _: &str) -> crate::transport::Result<()> {
+            Ok(())
+        }
+        async fn size(&mut self, _: &str) -> crate::transport::Result<Option<u64>> {
+            Ok(None)
+        }
+        async fn sha256(&mut self, _: &str) -> crate::transport::Result<Option<[u8; 32]>> {
+            Ok(None)
+        }
+        fn capabilities(&self) -> &crate::transport::Capabilities {
+            &self.0
+        }
+        fn is_open(&self) -> bool {
+            true
+        }
+        async fn close(&mut self) {}
+    }
+
+    struct Item(i64, String);
+
+    impl WorkItem for Item {
+        fn name(&self) -> &str {
+            &self.1
+        }
+        fn file_id(&self) -> i64 {
+            self.0
+        }
+    }
+
+    /// Every file's finish is deferred; `a`'s first fails (a disk that
+    /// refused the placing, say), `b`'s first is held.
+    struct Scripted {
+        calls: Mutex<Vec<(String, u32)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Attempt<Item> for Scripted {
+        async fn attempt(
+            &self,
+            _: &mut dyn Remote,
+            item: &Item,
+            attempt: u32,
+        ) -> Result<Done, Failure> {
+            self.calls.lock().unwrap().push((item.1.clone(), attempt));
+            let o = FileOutcome {
+                name: item.1.clone(),
+                remote_path: format!("/in/{}", item.1),
+                bytes: 1,
+                sha256: None,
+                verified: crate::ledger::Verified::Size,
+                attempts: attempt,
+                status: FileStatus::Delivered,
+                note: None,
+            };
+            let r = match (item.1.as_str(), attempt) {
+                ("a", 1) => Err(Failure::Retry("cannot place a: disk full".into())),
+                ("b", 1) => Err(Failure::Hold("cannot know".into())),
+                _ => Ok(o),
+            };
+            Ok(Done::Later(Box::pin(async move {
+                tokio::task::yield_now().await;
+                r
+            })))
+        }
+    }
+
+    /// A deferred finish that fails is retried like any failed attempt (with
+    /// the attempt counted), one that holds holds the file, and none is
+    /// lost when the queue runs dry before the last finish is collected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_finish_that_fails_is_retried_and_one_that_holds_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ferry.yaml"),
+            "state_dir: state\nservers:\n  s:\n    host: 127.0.0.1\n    port: 1\n    user: u\n    password: p\n    max_connections: 1\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        std::fs::write(
+            dir.path().join("jobs/j.yaml"),
+            "direction: pull\nserver: s\nlocal_dir: in\nremote_dir: /in\nretry: { attempts: 3, initial_delay: 10ms, max_delay: 20ms }\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&dir.path().join("ferry.yaml")).expect("config");
+        let ledger = Ledger::open(&cfg.state_dir).unwrap();
+        let ids: Vec<i64> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                ledger
+                    .insert_file(&crate::ledger::NewFile {
+                        job: "j",
+                        direction: "pull",
+                        name: n,
+                        size: 1,
+                        mtime: None,
+                        sha256: None,
+                        remote_path: &format!("/in/{n}"),
+                        local_path: None,
+                        run_id: None,
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let connector: ConnectFn = Arc::new(|_| {
+            Box::pin(async { Ok(Box::new(Idle(Default::default())) as Box<dyn Remote>) })
+        });
+        let engine = Engine::new(cfg.state_dir.clone(), ledger).with_connector(connector);
+        let work = Arc::new(Scripted {
+            calls: Mutex::new(Vec::new()),
+        });
+        let items = ["a", "b", "c"]
+            .iter()
+            .zip(&ids)
+            .map(|(n, id)| Item(*id, n.to_string()))
+            .collect();
+        let (outcomes, error) = engine
+            .drive(&cfg.jobs["j"], items, work.clone(), None, None)
+            .await;
+        assert_eq!(error, None);
+        let got: Vec<(&str, &FileStatus, u32)> = outcomes
+            .iter()
+            .map(|o| (o.name.as_str(), &o.status, o.attempts))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], ("a", &FileStatus::Delivered, 2));
+        assert!(matches!(got[1].1, FileStatus::Held { .. }), "{got:?}");
+        assert_eq!(got[2], ("c", &FileStatus::Delivered, 1));
+        let calls = work.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                ("a".into(), 1),
+                ("b".into(), 1),
+                ("a".into(), 2),
+                ("c".into(), 1)
+            ]
+        );
     }
 
     #[test]

@@ -13,12 +13,14 @@ use tracing::{info, warn};
 
 use super::local::{self, Hashing};
 use super::{
-    Attempt, Engine, Failure, FileOutcome, FileStatus, RunOptions, RunReport, WorkItem, remote_join,
+    Attempt, Done, Engine, Failure, FileOutcome, FileStatus, RunOptions, RunReport, WorkItem,
+    remote_join,
 };
 use crate::config::{AfterPull, Flow, Job, Verify};
 use crate::ledger::{FileState, NewFile, Step, Verified};
 use crate::transport::{Remote, RemoteEntry, TransportError};
 
+#[derive(Clone)]
 pub(super) struct PullItem {
     id: i64,
     name: String,
@@ -461,7 +463,7 @@ impl Attempt<PullItem> for PullAttempt {
         remote: &mut dyn Remote,
         item: &PullItem,
         attempt: u32,
-    ) -> Result<FileOutcome, Failure> {
+    ) -> Result<Done, Failure> {
         let (engine, job) = (&self.engine, &self.job);
         let row = engine.ledger(|l| l.file(item.id))?;
         let part = part_path(job, &item.name);
@@ -492,22 +494,10 @@ impl Attempt<PullItem> for PullAttempt {
         {
             state = FileState::Seen;
         }
-        let outcome = |status: FileStatus,
-                       note: Option<String>,
-                       level: Verified|
-         -> Result<FileOutcome, Failure> {
-            let row = engine.ledger(|l| l.file(item.id))?;
-            Ok(FileOutcome {
-                name: item.name.clone(),
-                remote_path: item.remote_path.clone(),
-                bytes: row.size,
-                sha256: row.sha256,
-                verified: level,
-                attempts: row.attempts,
-                status,
-                note,
-            })
-        };
+        let outcome =
+            |status: FileStatus, note: Option<String>, level: Verified| -> Result<Done, Failure> {
+                file_outcome(engine, item, status, note, level).map(Done::Now)
+            };
         // The downloaded file's SHA-256 (on record once it is `sent`).
         let mut sha = row.sha256.clone().unwrap_or_default();
         if matches!(
@@ -575,15 +565,26 @@ impl Attempt<PullItem> for PullAttempt {
                 keep,
                 reply,
             };
-            let stopped = || Failure::Permanent("the download finisher stopped".into());
-            self.finisher.send(finish).map_err(|_| stopped())?;
-            let p = placed.await.map_err(|_| stopped())??;
+            self.finisher.send(finish).map_err(|_| finisher_stopped())?;
+            if keep {
+                // Nothing is left to do on the server: the session takes the
+                // next file while this one is recorded and placed.
+                let (engine, job_name, item) = (engine.clone(), job.name.clone(), item.clone());
+                return Ok(Done::Later(Box::pin(async move {
+                    let p = placed.await.map_err(|_| finisher_stopped())??;
+                    info!(job = %job_name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
+                    file_outcome(
+                        &engine,
+                        &item,
+                        FileStatus::Delivered,
+                        p.note.or(note),
+                        level,
+                    )
+                })));
+            }
+            let p = placed.await.map_err(|_| finisher_stopped())??;
             if p.note.is_some() {
                 note = p.note;
-            }
-            if keep {
-                info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
-                return outcome(FileStatus::Delivered, note, level);
             }
             state = FileState::Renamed;
         }
@@ -680,6 +681,31 @@ impl Attempt<PullItem> for PullAttempt {
             }
         }
     }
+}
+
+fn finisher_stopped() -> Failure {
+    Failure::Permanent("the download finisher stopped".into())
+}
+
+/// A pulled file's outcome, its facts read from its ledger row.
+fn file_outcome(
+    engine: &Engine,
+    item: &PullItem,
+    status: FileStatus,
+    note: Option<String>,
+    level: Verified,
+) -> Result<FileOutcome, Failure> {
+    let row = engine.ledger(|l| l.file(item.id))?;
+    Ok(FileOutcome {
+        name: item.name.clone(),
+        remote_path: item.remote_path.clone(),
+        bytes: row.size,
+        sha256: row.sha256,
+        verified: level,
+        attempts: row.attempts,
+        status,
+        note,
+    })
 }
 
 /// Places a verified `.part` under its name (or a suffixed one), once its

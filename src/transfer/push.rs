@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use super::local::{self, Hashing, LocalFile};
 use super::{
-    Attempt, Engine, Failure, FileOutcome, FileStatus, RunOptions, RunReport, WorkItem, remote_join,
+    Attempt, Done, Engine, Failure, FileOutcome, FileStatus, RunOptions, RunReport, WorkItem,
+    remote_join,
 };
 use crate::config::{AfterPush, Flow, Job, Upload, Verify};
 use crate::ledger::{FileRow, FileState, Intent, NewFile, Step, Verified};
@@ -365,6 +366,17 @@ enum Plan {
 #[async_trait::async_trait]
 impl Attempt<PushItem> for PushAttempt {
     async fn attempt(
+        &self,
+        remote: &mut dyn Remote,
+        item: &PushItem,
+        attempt: u32,
+    ) -> Result<Done, Failure> {
+        self.push_one(remote, item, attempt).await.map(Done::Now)
+    }
+}
+
+impl PushAttempt {
+    async fn push_one(
         &self,
         remote: &mut dyn Remote,
         item: &PushItem,
