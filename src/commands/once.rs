@@ -22,12 +22,7 @@ pub fn once(
 ) -> anyhow::Result<Outcome> {
     let ledger = crate::audit::open_ledger(cfg, &crate::transfer::operator::os_user())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("FERRY_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        )
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -233,9 +233,14 @@ pub(super) fn append_after(
     Ok((seq, hash))
 }
 
-/// The columns of a file's row its audit rows show, in this order.
-pub(super) const FILE_FACTS: &str =
-    "job, name, direction, size, sha256, verified, remote_path, local_path, state";
+/// The columns of a file's row its audit rows show, in this order (a
+/// macro, so statements that name them are literals built once).
+macro_rules! file_facts {
+    () => {
+        "job, name, direction, size, sha256, verified, remote_path, local_path, state"
+    };
+}
+pub(super) use file_facts;
 
 /// A file's facts for its audit row, as its ledger row holds them.
 pub(super) struct FileFacts {
@@ -251,7 +256,7 @@ pub(super) struct FileFacts {
 }
 
 impl FileFacts {
-    /// From a row selecting [`FILE_FACTS`].
+    /// From a row selecting [`file_facts!`].
     pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileFacts> {
         Ok(FileFacts {
             job: r.get(0)?,
@@ -307,7 +312,11 @@ pub(super) fn file_record<'a>(
     out: impl FnOnce(&AuditRecord<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let facts = conn
-        .prepare_cached(&format!("SELECT {FILE_FACTS} FROM files WHERE id = ?1"))?
+        .prepare_cached(concat!(
+            "SELECT ",
+            file_facts!(),
+            " FROM files WHERE id = ?1"
+        ))?
         .query_row([file_id], FileFacts::from_row)
         .with_context(|| format!("no file with id {file_id} in the ledger"))?;
     out(&facts.record(file_id, kind, actor, servers, extra))

@@ -902,7 +902,7 @@ impl Ledger {
         };
         // The row as the step leaves it: its audit row shows these facts.
         let facts = tx
-            .prepare_cached(&format!(
+            .prepare_cached(concat!(
                 "UPDATE files SET state = ?2,
                               verified = COALESCE(?3, verified),
                               last_error = ?4,
@@ -918,8 +918,8 @@ impl Ledger {
                               sha256 = COALESCE(?14, sha256),
                               local_path = COALESCE(?15, local_path)
                  WHERE id = ?1
-                 RETURNING {}",
-                audit::FILE_FACTS
+                 RETURNING ",
+                audit::file_facts!()
             ))?
             .query_row(
                 params![

@@ -302,7 +302,7 @@ fn openssl_error(what: &str, e: openssl::error::ErrorStack) -> String {
 }
 
 /// The key exchange groups of a data connection on OpenSSL.
-const DATA_GROUPS: &str = "X25519:P-256:P-384";
+const DATA_GROUPS: &std::ffi::CStr = c"X25519:P-256:P-384";
 
 /// A data connection resumes the control connection's session, whose
 /// secret came from the control handshake with OpenSSL's default groups
@@ -313,10 +313,9 @@ const DATA_GROUPS: &str = "X25519:P-256:P-384";
 /// 1000 uploads to ProFTPD under TLS 1.3).
 fn data_groups(ssl: &mut openssl::ssl::SslRef) -> Result<(), openssl::error::ErrorStack> {
     use foreign_types::ForeignTypeRef;
-    let groups = std::ffi::CString::new(DATA_GROUPS).expect("no NUL in the group list");
-    // SAFETY: `ssl` is a live SSL object and `groups` a NUL-terminated
-    // string that outlives the call (OpenSSL copies the list).
-    let ok = unsafe { openssl_sys::SSL_set1_groups_list(ssl.as_ptr(), groups.as_ptr()) };
+    // SAFETY: `ssl` is a live SSL object and the list a static
+    // NUL-terminated string (OpenSSL copies it).
+    let ok = unsafe { openssl_sys::SSL_set1_groups_list(ssl.as_ptr(), DATA_GROUPS.as_ptr()) };
     if ok == 1 {
         Ok(())
     } else {
