@@ -558,3 +558,59 @@ async fn a_batch_through_several_sessions_records_every_step_of_every_file_once(
         );
     }
 }
+
+/// A pull stopped after recording `sent` (the check not recorded) or
+/// `verified` (not yet placed), its `.part` on disk: the next run checks or
+/// just places that `.part`, through the same finisher as a fresh download,
+/// once, without downloading it again, and ends the journey.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_stopped_after_sent_or_verified_places_its_part_once_without_downloading_again() {
+    for stopped in ["sent", "verified"] {
+        let srv = ftps_server::start(ServerOptions::default()).await;
+        std::fs::create_dir(srv.root().join("outbound")).unwrap();
+        std::fs::write(srv.root().join("outbound/ack.999"), b"ISA*ack~").unwrap();
+        let s = Setup::new(&inprocess_yaml(&srv));
+        s.job("in", &pull_job("after_pull: keep\n"));
+        let (cfg, engine) = (s.config(), s.engine());
+        assert_eq!(run(&engine, &cfg, "in").await.delivered(), 1);
+        // Back to the moment of the stop: the file not placed, its .part kept.
+        std::fs::rename(s.local("inbox/ack.999"), s.local("inbox/.ack.999.part")).unwrap();
+        let db = rusqlite::Connection::open(cfg.state_dir.join("ferry.db")).unwrap();
+        db.execute(
+            "UPDATE files SET state = ?1, local_path = NULL, finished_at = NULL WHERE id = 1",
+            [stopped],
+        )
+        .unwrap();
+        drop(db);
+        let r = run(&engine, &cfg, "in").await;
+        assert_eq!(
+            statuses(&r),
+            [("ack.999".into(), FileStatus::Delivered)],
+            "{stopped}"
+        );
+        assert_eq!(
+            std::fs::read(s.local("inbox/ack.999")).unwrap(),
+            b"ISA*ack~"
+        );
+        assert_eq!(
+            support::real_servers::sorted_names(&s.local("inbox")),
+            ["ack.999"],
+            "{stopped}: placed once, the .part gone"
+        );
+        let l = engine.ledger.lock().unwrap();
+        let row = l.file(1).unwrap();
+        assert_eq!(row.state, ferry::ledger::FileState::Done, "{stopped}");
+        assert_eq!(
+            l.count_events(1, "sending").unwrap(),
+            1,
+            "{stopped}: not downloaded again"
+        );
+        assert_eq!(l.count_events(1, "renamed").unwrap(), 2, "{stopped}");
+        let checked_again = if stopped == "sent" { 2 } else { 1 };
+        assert_eq!(
+            l.count_events(1, "verified").unwrap(),
+            checked_again,
+            "{stopped}"
+        );
+    }
+}

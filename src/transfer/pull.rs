@@ -324,10 +324,20 @@ struct Finish {
     size: u64,
     sha: String,
     level: Verified,
-    /// When the download began, if `sending` was not recorded before it.
-    sending_began: Option<String>,
-    keep: bool,
+    /// What the record says so far.
+    recorded: Recorded,
     reply: tokio::sync::oneshot::Sender<Result<Placed, Failure>>,
+}
+
+/// How far a checked `.part`'s record got before the finisher.
+enum Recorded {
+    /// Downloaded in this attempt: `sent` and `verified` are to record
+    /// (and `sending` first, with when the download began, if it was not).
+    Downloaded { sending_began: Option<String> },
+    /// `sent` before a crash, checked again now: `verified` is to record.
+    Sent,
+    /// `verified` before a crash: only placing it is left.
+    Verified,
 }
 
 /// Where a file was placed, and why not under its own name if it was not.
@@ -337,23 +347,30 @@ struct Placed {
 }
 
 impl Finish {
+    /// The steps to record, durable, before the file is placed.
     fn first_steps(&self) -> Vec<Step<'_>> {
-        let sending = self.sending_began.as_ref().map(|began| Step {
-            state: FileState::Sending,
-            began: Some(began),
-            ..Step::default()
-        });
-        let sent = Step {
-            state: FileState::Sent,
-            sha256: Some(&self.sha),
-            ..Step::default()
-        };
         let verified = Step {
             state: FileState::Verified,
             verified: Some(self.level),
             ..Step::default()
         };
-        sending.into_iter().chain([sent, verified]).collect()
+        match &self.recorded {
+            Recorded::Downloaded { sending_began } => {
+                let sending = sending_began.as_ref().map(|began| Step {
+                    state: FileState::Sending,
+                    began: Some(began),
+                    ..Step::default()
+                });
+                let sent = Step {
+                    state: FileState::Sent,
+                    sha256: Some(&self.sha),
+                    ..Step::default()
+                };
+                sending.into_iter().chain([sent, verified]).collect()
+            }
+            Recorded::Sent => vec![verified],
+            Recorded::Verified => Vec::new(),
+        }
     }
 }
 
@@ -412,6 +429,7 @@ fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, batch: Vec<Finish
         })
         .collect();
     // 3. Every placed file's `renamed` (and `done` when nothing is left to do on the server).
+    let keep = after_action(job) == AfterPull::Keep;
     let done = Step {
         state: FileState::Done,
         ..Step::default()
@@ -429,7 +447,7 @@ fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, batch: Vec<Finish
             };
             Some((
                 f.id,
-                if f.keep {
+                if keep {
                     vec![renamed, done]
                 } else {
                     vec![renamed]
@@ -500,6 +518,7 @@ impl Attempt<PullItem> for PullAttempt {
             };
         // The downloaded file's SHA-256 (on record once it is `sent`).
         let mut sha = row.sha256.clone().unwrap_or_default();
+        let mut recorded = Recorded::Verified;
         if matches!(
             state,
             FileState::Seen | FileState::Sending | FileState::Failed
@@ -550,10 +569,25 @@ impl Attempt<PullItem> for PullAttempt {
                     return Err(e);
                 }
             };
-            // The finisher records `sent` and `verified` (with other
-            // sessions' files, in one commit), places the file and records
-            // `renamed`, and `done` when nothing is left to do on the server.
-            let keep = after_action(job) == AfterPull::Keep;
+            recorded = Recorded::Downloaded {
+                sending_began: defer_sending.then_some(began),
+            };
+            state = FileState::Verified;
+        }
+        if state == FileState::Sent {
+            level = verify_download(remote, &item.remote_path, &sha, item.size, job)
+                .await
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&part);
+                })?;
+            recorded = Recorded::Sent;
+            state = FileState::Verified;
+        }
+        if state == FileState::Verified {
+            // The finisher records what is left of `sent` and `verified`
+            // (with other sessions' files, in one commit), places the file
+            // and records `renamed`, and `done` when nothing is left to do
+            // on the server.
             let (reply, placed) = tokio::sync::oneshot::channel();
             let finish = Finish {
                 id: item.id,
@@ -561,12 +595,11 @@ impl Attempt<PullItem> for PullAttempt {
                 size: item.size,
                 sha: sha.clone(),
                 level,
-                sending_began: defer_sending.then_some(began.clone()),
-                keep,
+                recorded,
                 reply,
             };
             self.finisher.send(finish).map_err(|_| finisher_stopped())?;
-            if keep {
+            if after_action(job) == AfterPull::Keep {
                 // Nothing is left to do on the server: the session takes the
                 // next file while this one is recorded and placed.
                 let (engine, job_name, item) = (engine.clone(), job.name.clone(), item.clone());
@@ -586,48 +619,6 @@ impl Attempt<PullItem> for PullAttempt {
             if p.note.is_some() {
                 note = p.note;
             }
-            state = FileState::Renamed;
-        }
-        if state == FileState::Sent {
-            level = verify_download(remote, &item.remote_path, &sha, item.size, job)
-                .await
-                .inspect_err(|_| {
-                    let _ = std::fs::remove_file(&part);
-                })?;
-            engine.ledger(|l| l.set_file_state(item.id, FileState::Verified, Some(level), None))?;
-            state = FileState::Verified;
-        }
-        if state == FileState::Verified {
-            let p = place_verified(
-                engine,
-                job,
-                &self.notices,
-                item.id,
-                &item.name,
-                item.size,
-                &sha,
-            )?;
-            let placed = p.path;
-            if p.note.is_some() {
-                note = p.note;
-            }
-            let renamed = Step {
-                state: FileState::Renamed,
-                verified: Some(level),
-                local_path: Some(&placed),
-                ..Step::default()
-            };
-            if after_action(job) == AfterPull::Keep {
-                // Nothing is left to do on the server: the journey ends in the same commit.
-                let done = Step {
-                    state: FileState::Done,
-                    ..Step::default()
-                };
-                engine.ledger(|l| l.steps(item.id, &[renamed, done]))?;
-                info!(job = %job.name, file = %item.name, file_id = item.id, bytes = item.size, verified = level.as_str(), "pulled");
-                return outcome(FileStatus::Delivered, note, level);
-            }
-            engine.ledger(|l| l.step(item.id, &renamed))?;
         }
         // The file is safe locally; now the remote side, then the end of the journey.
         match after_pull(remote, job, item).await {
