@@ -262,22 +262,24 @@ pub(crate) enum Failure {
     Hold(String),
 }
 
-/// The longest wait before another attempt after the server could not
-/// open a data connection.
-const DATA_REFUSED_WAIT: Duration = Duration::from_secs(1);
+/// The backoff after the server could not open a data connection: the
+/// first wait and the longest.
+const DATA_REFUSED_FIRST: Duration = Duration::from_millis(100);
+const DATA_REFUSED_MOST: Duration = Duration::from_secs(1);
 
 impl Failure {
     /// How long to wait before the next attempt: the job's backoff, except
     /// after a `425`: the server could not open the data connection (the
     /// passive port it picked was taken, as ProFTPD reports under many
     /// transfers), nothing moved, and the next try usually gets a port, so
-    /// that wait is at most [`DATA_REFUSED_WAIT`] (full jitter still).
+    /// that backoff starts at [`DATA_REFUSED_FIRST`] and stops growing at
+    /// [`DATA_REFUSED_MOST`] (exponential, full jitter, attempts counted).
     pub(super) fn retry_delay(&self, policy: &RetryPolicy, failed_attempts: u32) -> Duration {
         match self {
             Failure::Transport(e) if e.refusal_code() == Some(425) => {
                 let short = RetryPolicy {
-                    initial_delay: policy.initial_delay.min(DATA_REFUSED_WAIT),
-                    max_delay: policy.max_delay.min(DATA_REFUSED_WAIT),
+                    initial_delay: policy.initial_delay.min(DATA_REFUSED_FIRST),
+                    max_delay: policy.max_delay.min(DATA_REFUSED_MOST),
                     ..*policy
                 };
                 backoff(&short, failed_attempts)
@@ -839,10 +841,7 @@ impl Engine {
         let span = info_span!("file", file_id = item.file_id());
         match later.instrument(span).await {
             Ok(o) => batch.outcomes.lock().expect("outcomes").push(o),
-            Err(Failure::Hold(reason)) => {
-                let o = self.hold_item(&item, &reason);
-                batch.outcomes.lock().expect("outcomes").push(o);
-            }
+            // Held or failed: the worker decides as for any attempt.
             Err(f) => *again = Some((item, attempt, f)),
         }
     }
@@ -1344,6 +1343,40 @@ mod tests {
                 ("c".into(), 1)
             ]
         );
+    }
+
+    /// After a 425 the backoff is the job's shape at a shorter scale:
+    /// exponential from 100 ms, never above a second, and never longer
+    /// than the job's own; any other failure waits the job's backoff.
+    #[test]
+    fn a_refused_data_connection_backs_off_from_100_ms_to_at_most_a_second() {
+        let p = RetryPolicy {
+            attempts: 10,
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(600),
+        };
+        let refused = Failure::Transport(crate::transport::TransportError::Server {
+            step: "uploading /a.837".into(),
+            code: 425,
+            text: "425 EPSV: Address already in use".into(),
+        });
+        for attempt in 1..=6u32 {
+            let cap = Duration::from_millis(100 << (attempt - 1)).min(Duration::from_secs(1));
+            let waits: Vec<Duration> = (0..200).map(|_| refused.retry_delay(&p, attempt)).collect();
+            assert!(waits.iter().all(|d| *d <= cap), "attempt {attempt}");
+            assert!(
+                waits.iter().any(|d| *d > cap / 2),
+                "attempt {attempt}: jittered up to its cap"
+            );
+        }
+        let other = Failure::Retry("short download".into());
+        assert!((0..200).any(|_| other.retry_delay(&p, 1) > Duration::from_secs(1)));
+        let quick = RetryPolicy {
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+            ..p
+        };
+        assert!((0..200).all(|_| refused.retry_delay(&quick, 5) <= Duration::from_millis(20)));
     }
 
     #[test]
