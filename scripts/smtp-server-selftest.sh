@@ -34,10 +34,12 @@ trap cleanup EXIT
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Below Linux's ephemeral range (32768-60999): a port an outgoing
+# connection holds accepts no connection either, yet cannot be bound.
 free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))
         port_open "$p" || { echo "$p"; return 0; }
     done
     return 1
