@@ -386,6 +386,64 @@ async fn a_large_batch_shares_max_connections_sessions_instead_of_one_per_file()
     assert_eq!(s.archived("out").len(), 60);
 }
 
+/// A pull's download sessions log in while its listing is still being read
+/// (here: during `stable_for`), not after it, and no more of them than
+/// the batch needs; a folder holding only files already pulled logs in
+/// none ahead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_pull_logs_its_download_sessions_in_while_it_lists_and_no_more() {
+    let srv = ftps_server::start(ServerOptions::default()).await;
+    std::fs::create_dir(srv.root().join("outbound")).unwrap();
+    for i in 0..60 {
+        std::fs::write(
+            srv.root().join(format!("outbound/r{i:02}.835")),
+            format!("ISA*{i}~"),
+        )
+        .unwrap();
+    }
+    let s = Setup::new(&format!("{}    max_connections: 3\n", inprocess_yaml(&srv)));
+    s.job(
+        "in",
+        &format!(
+            "direction: pull\nserver: srv\nlocal_dir: ../inbox\nremote_dir: /outbound\nstable_for: 2s\nafter_pull: keep\n{FAST_RETRY}"
+        ),
+    );
+    let (cfg, engine) = (s.config(), s.engine());
+    let before = srv.connections_accepted();
+    let running = tokio::spawn({
+        let (cfg, engine) = (cfg.clone(), engine.clone());
+        async move { run(&engine, &cfg, "in").await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    while srv.connections_accepted() - before < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        srv.connections_accepted() - before,
+        3,
+        "the two download sessions log in during the listing's stable_for wait"
+    );
+    assert!(
+        !s.local("inbox/r00.835").exists(),
+        "nothing is downloaded before the listing is done"
+    );
+    let r = running.await.unwrap();
+    assert_eq!(r.delivered(), 60, "{r:?}");
+    assert_eq!(
+        srv.connections_accepted() - before,
+        3,
+        "three sessions for sixty files, none more"
+    );
+    let before = srv.connections_accepted();
+    let second = run(&engine, &cfg, "in").await;
+    assert_eq!(second.delivered(), 0, "{second:?}");
+    assert_eq!(
+        srv.connections_accepted() - before,
+        1,
+        "only the listing session: every listed file was pulled before"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_file_still_growing_between_two_listings_is_left_for_the_next_run() {
     let srv = ftps_server::start(ServerOptions::default()).await;

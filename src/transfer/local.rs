@@ -247,17 +247,29 @@ pub fn suffixed(name: &str, n: u32) -> String {
 /// never overwrites. Atomic (a hard link then unlink) on one file system,
 /// copy + fsync + unlink across file systems. Returns where it went.
 pub fn place_no_overwrite(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
-    place_with(src, dir, name, |a, b| std::fs::hard_link(a, b))
+    place_with(src, dir, name, |a, b| std::fs::hard_link(a, b), true)
 }
 
-/// [`place_no_overwrite`] with the hard link made by `link` (tests refuse it).
+/// [`place_no_overwrite`] for a `src` inside `dir`, without syncing `dir`:
+/// the caller places several files and syncs the folder once
+/// ([`try_sync_dir`]) before it records any of them as placed.
+pub fn place_in_dir_unsynced(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    debug_assert_eq!(src.parent(), Some(dir));
+    place_with(src, dir, name, |a, b| std::fs::hard_link(a, b), false)
+}
+
+/// [`place_no_overwrite`] with the hard link made by `link` (tests refuse
+/// it); `sync`: the folders are synced before it returns.
 fn place_with(
     src: &Path,
     dir: &Path,
     name: &str,
     link: impl Fn(&Path, &Path) -> io::Result<()>,
+    sync: bool,
 ) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    if sync || !dir.is_dir() {
+        std::fs::create_dir_all(dir)?;
+    }
     for n in 0..10_000u32 {
         let candidate = dir.join(if n == 0 {
             name.to_string()
@@ -267,11 +279,13 @@ fn place_with(
         match link(src, &candidate) {
             Ok(()) => {
                 std::fs::remove_file(src)?;
-                sync_dir(dir);
-                if let Some(parent) = src.parent()
-                    && parent != dir
-                {
-                    sync_dir(parent);
+                if sync {
+                    sync_dir(dir);
+                    if let Some(parent) = src.parent()
+                        && parent != dir
+                    {
+                        sync_dir(parent);
+                    }
                 }
                 return Ok(candidate);
             }
@@ -289,7 +303,9 @@ fn place_with(
             {
                 match rename_no_replace(src, &candidate) {
                     Ok(()) => {
-                        sync_dir(dir);
+                        if sync {
+                            sync_dir(dir);
+                        }
                         return Ok(candidate);
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -356,8 +372,23 @@ pub fn sha256_of(path: &Path) -> io::Result<String> {
 
 /// Makes a rename or link durable: the directory entry itself is fsynced.
 pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    let _ = try_sync_dir(dir);
+}
+
+/// [`sync_dir`], saying whether the folder could be synced.
+pub fn try_sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Starts writing `file`'s dirty pages to disk without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later fsync finds
+/// little left to do. A failure only leaves the work to that fsync.
+pub fn start_writeback(file: &std::fs::File) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: `fd` is an open file borrowed for the call; the call only
+    // starts writeback of its pages and reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -699,7 +730,7 @@ mod tests {
         std::fs::write(d.path().join("r.835"), b"old").unwrap();
         let src = d.path().join(".r.835.part");
         std::fs::write(&src, b"new").unwrap();
-        let placed = place_with(&src, d.path(), "r.835", refuse).unwrap();
+        let placed = place_with(&src, d.path(), "r.835", refuse, true).unwrap();
         assert_eq!(placed, d.path().join("r.1.835"));
         assert_eq!(std::fs::read(d.path().join("r.835")).unwrap(), b"old");
         assert_eq!(std::fs::read(&placed).unwrap(), b"new");

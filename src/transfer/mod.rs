@@ -27,7 +27,11 @@ use crate::ledger::{FileState, Ledger, Verified};
 use crate::transport::{self, ErrorKind, Quirks, Remote, TransportError};
 
 /// Below this many files per session, a run uses a single session.
-const FILES_PER_SESSION: usize = 10;
+pub(super) const FILES_PER_SESSION: usize = 10;
+
+/// The most files one session has finishing off it at a time
+/// (`Done::Later`) before it waits for the oldest.
+const LATER_MOST: usize = 16;
 
 /// Opens a logged-in session with a server.
 pub type ConnectFn = Arc<
@@ -550,21 +554,19 @@ impl Engine {
         work: Arc<dyn Attempt<I>>,
         stop: Option<&tokio_util::sync::CancellationToken>,
         spare: Option<Spare>,
+        warm: Vec<Warm>,
     ) -> (Vec<FileOutcome>, Option<String>) {
         if items.is_empty() {
-            if let Some(Spare(mut s, _)) = spare {
+            if let Some(Spare(mut s, _, _)) = spare {
                 s.close().await;
+            }
+            for w in warm {
+                w.close().await;
             }
             return (Vec::new(), None);
         }
         let known = self.quirks(&job.server.name);
-        let most = known.max_sessions.map_or(job.server.max_connections, |n| {
-            n.min(job.server.max_connections)
-        });
-        let sessions = items
-            .len()
-            .div_ceil(FILES_PER_SESSION)
-            .clamp(1, most.max(1) as usize);
+        let sessions = self.sessions_for(job, items.len());
         let limit = self.limit(&job.server);
         let (first_tx, first_rx) = tokio::sync::watch::channel(false);
         let batch = Arc::new(Batch {
@@ -578,6 +580,7 @@ impl Engine {
             first_tx,
             first_rx,
             spare: Mutex::new(spare),
+            warm: Mutex::new(warm),
         });
         // Each session is its own task, so TLS, hashing and ledger steps of
         // different files run on different cores. Dropping the run (the
@@ -593,6 +596,15 @@ impl Engine {
             {
                 std::panic::resume_unwind(e.into_panic());
             }
+        }
+        // Logged in ahead for a worker that never started (or stopped first).
+        let unused: Vec<Warm> = batch
+            .warm
+            .lock()
+            .map(|mut w| w.drain(..).collect())
+            .unwrap_or_default();
+        for w in unused {
+            w.close().await;
         }
         // A worker the server turned away handed its file back; if the others
         // had already finished, one more session takes what is left.
@@ -658,26 +670,38 @@ impl Engine {
         let mut session: Option<Box<dyn Remote>> = None;
         // Counts `session` among the server's open sessions while it is up.
         let mut counted: Option<SessionCount> = None;
+        // A login begun ahead of the run: this worker's first session.
+        let mut pending: Option<Warm> = None;
         let _permit = match spare {
             // The run's listing session carries on (its permit with it).
-            Some(Spare(s, permit)) => {
+            Some(Spare(s, permit, count)) => {
                 session = Some(s);
-                counted = Some(SessionCount::new(&self, &job.server.name));
+                counted = Some(count);
                 let _ = batch.first_tx.send(true);
                 permit
             }
-            None => match limit.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
+            None => match batch.warm.lock().ok().and_then(|mut w| w.pop()) {
+                Some(mut w) => match w.take_permit() {
+                    Some(permit) => {
+                        pending = Some(w);
+                        permit
+                    }
+                    None => return,
+                },
+                None => match limit.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
             },
         };
-        // A file whose finish goes on off this session (`Done::Later`): its
-        // outcome is collected once the next file's attempt is done, so the
-        // next download overlaps it. At most one at a time.
-        let mut later: Option<(I, u32, Later)> = None;
-        // A file whose deferred finish failed, with its attempts so far: it
-        // is handled like any failed attempt (retried with backoff, or failed).
-        let mut again: Option<(I, u32, Failure)> = None;
+        // Files whose finish goes on off this session (`Done::Later`): their
+        // outcomes are collected later, oldest first, so the next downloads
+        // overlap them and the finisher records several in one commit. At
+        // most [`LATER_MOST`] at a time.
+        let mut later: VecDeque<(I, u32, Later)> = VecDeque::new();
+        // Files whose deferred finish failed, with their attempts so far:
+        // handled like any failed attempt (retried with backoff, or failed).
+        let mut again: VecDeque<(I, u32, Failure)> = VecDeque::new();
         loop {
             if batch
                 .connection_error
@@ -691,7 +715,7 @@ impl Engine {
                 // Shutting down: what is not started stays recorded and waits for the next run.
                 break;
             }
-            let next = match again.take() {
+            let next = match again.pop_front() {
                 Some((item, attempt, f)) => Some((item, attempt, Some(f))),
                 None => batch
                     .queue
@@ -701,7 +725,7 @@ impl Engine {
                     .map(|item| (item, 0u32, None)),
             };
             let Some((item, mut attempt, mut carried)) = next else {
-                match later.take() {
+                match later.pop_front() {
                     Some(prev) => {
                         self.collect(batch, prev, &mut again).await;
                         continue;
@@ -717,10 +741,14 @@ impl Engine {
                     Some(f) => f,
                     None => {
                         if session.is_none() {
-                            match self.connect(job).await {
-                                Ok(s) => {
+                            let login = match pending.take() {
+                                Some(w) => w.session().await,
+                                None => self.login(job).await,
+                            };
+                            match login {
+                                Ok((s, count)) => {
                                     session = Some(s);
-                                    counted = Some(SessionCount::new(&self, &job.server.name));
+                                    counted = Some(count);
                                     let _ = batch.first_tx.send(true);
                                 }
                                 Err(Refused::SessionLimit(others)) => {
@@ -771,7 +799,10 @@ impl Engine {
             match end {
                 ItemEnd::Outcome(o) => batch.outcomes.lock().expect("outcomes").push(o),
                 ItemEnd::Later(l) => {
-                    if let Some(prev) = later.replace((item, attempt, l)) {
+                    later.push_back((item, attempt, l));
+                    if later.len() > LATER_MOST
+                        && let Some(prev) = later.pop_front()
+                    {
                         self.collect(batch, prev, &mut again).await;
                     }
                 }
@@ -806,12 +837,12 @@ impl Engine {
                 }
             }
         }
-        // The worker stops: a finish still under way is waited for, and a
+        // The worker stops: finishes still under way are waited for, and a
         // failed one goes back to the queue (or fails, if the run cannot go on).
-        if let Some(prev) = later.take() {
+        while let Some(prev) = later.pop_front() {
             self.collect(batch, prev, &mut again).await;
         }
-        if let Some((item, attempt, f)) = again.take() {
+        while let Some((item, attempt, f)) = again.pop_front() {
             let over = batch.connection_error.lock().map_or(true, |e| e.is_some())
                 || batch.stop.as_ref().is_some_and(|s| s.is_cancelled());
             if over {
@@ -829,6 +860,12 @@ impl Engine {
             s.close().await;
         }
         drop(counted);
+        // Logged in ahead but never used: logged out (or, when stopping, dropped).
+        if let Some(w) = pending.take()
+            && !batch.stop.as_ref().is_some_and(|s| s.is_cancelled())
+        {
+            w.close().await;
+        }
     }
 
     /// Waits for a deferred finish: its outcome, or the failure to handle.
@@ -836,13 +873,13 @@ impl Engine {
         &self,
         batch: &Batch<I>,
         (item, attempt, later): (I, u32, Later),
-        again: &mut Option<(I, u32, Failure)>,
+        again: &mut VecDeque<(I, u32, Failure)>,
     ) {
         let span = info_span!("file", file_id = item.file_id());
         match later.instrument(span).await {
             Ok(o) => batch.outcomes.lock().expect("outcomes").push(o),
             // Held or failed: the worker decides as for any attempt.
-            Err(f) => *again = Some((item, attempt, f)),
+            Err(f) => again.push_back((item, attempt, f)),
         }
     }
 
@@ -873,6 +910,48 @@ impl Engine {
                 warn!(server = %job.server.name, "cannot record the server certificate in the audit trail: {e:#}")
             }
         }
+    }
+
+    /// How many sessions a run of `files` files opens: one per
+    /// [`FILES_PER_SESSION`], within `max_connections` and the session
+    /// limit the server has shown.
+    pub(crate) fn sessions_for(&self, job: &Job, files: usize) -> usize {
+        let known = self.quirks(&job.server.name);
+        let most = known.max_sessions.map_or(job.server.max_connections, |n| {
+            n.min(job.server.max_connections)
+        });
+        files
+            .div_ceil(FILES_PER_SESSION)
+            .clamp(1, most.max(1) as usize)
+    }
+
+    /// Starts logging in up to `n` more sessions for `job` while its first
+    /// session is busy (a pull's listing), so the run's workers start
+    /// together. Only as many as `max_connections` has free permits for now;
+    /// a worker without one logs in itself, as always.
+    pub(crate) fn warm_up(&self, job: &Job, n: usize) -> Vec<Warm> {
+        let limit = self.limit(&job.server);
+        let mut warm = Vec::new();
+        for _ in 0..n {
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                break;
+            };
+            let (engine, job) = (self.clone(), job.clone());
+            let login = tokio::spawn(
+                async move { engine.login(&job).await }.instrument(tracing::Span::current()),
+            );
+            warm.push(Warm {
+                login: Some(login),
+                permit: Some(permit),
+            });
+        }
+        warm
+    }
+
+    /// A new session, counted among the server's open ones while it lives.
+    async fn login(&self, job: &Job) -> Login {
+        let s = self.connect(job).await?;
+        Ok((s, SessionCount::new(self, &job.server.name)))
     }
 
     /// Opens a session, retrying transient failures with backoff. A login
@@ -1036,24 +1115,24 @@ impl Drop for Release<'_> {
 }
 
 /// Counts one established session among its server's open sessions.
-struct SessionCount<'a> {
-    engine: &'a Engine,
+pub(crate) struct SessionCount {
+    engine: Engine,
     server: String,
 }
 
-impl<'a> SessionCount<'a> {
-    fn new(engine: &'a Engine, server: &str) -> SessionCount<'a> {
+impl SessionCount {
+    pub(crate) fn new(engine: &Engine, server: &str) -> SessionCount {
         if let Ok(mut m) = engine.open_sessions.lock() {
             *m.entry(server.to_string()).or_insert(0) += 1;
         }
         SessionCount {
-            engine,
+            engine: engine.clone(),
             server: server.to_string(),
         }
     }
 }
 
-impl Drop for SessionCount<'_> {
+impl Drop for SessionCount {
     fn drop(&mut self) {
         if let Ok(mut m) = self.engine.open_sessions.lock()
             && let Some(n) = m.get_mut(&self.server)
@@ -1064,8 +1143,57 @@ impl Drop for SessionCount<'_> {
 }
 
 /// An open session (the listing's) handed to a run's first worker, with
-/// the `max_connections` permit it holds.
-pub(crate) struct Spare(pub Box<dyn Remote>, pub tokio::sync::OwnedSemaphorePermit);
+/// the `max_connections` permit it holds and its place among the server's
+/// open sessions.
+pub(crate) struct Spare(
+    pub Box<dyn Remote>,
+    pub tokio::sync::OwnedSemaphorePermit,
+    pub SessionCount,
+);
+
+type Login = Result<(Box<dyn Remote>, SessionCount), Refused>;
+
+/// A session logging in ahead of the run's workers (while the listing
+/// session reads the folder), with the `max_connections` permit it holds.
+/// Dropped untaken, its login is stopped.
+pub(crate) struct Warm {
+    login: Option<tokio::task::JoinHandle<Login>>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Warm {
+    /// The permit, for the worker that takes this session.
+    fn take_permit(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permit.take()
+    }
+
+    /// The logged-in session, or why there is none.
+    async fn session(mut self) -> Login {
+        let login = self.login.take().expect("a warm login is taken once");
+        match login.await {
+            Ok(got) => got,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Refused::Error(TransportError::Local(format!(
+                "the login ahead of the run stopped: {e}"
+            )))),
+        }
+    }
+
+    /// Logs the session out, if it came up.
+    pub(crate) async fn close(self) {
+        if let Ok((mut s, _count)) = self.session().await {
+            s.close().await;
+        }
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some(login) = &self.login {
+            login.abort();
+        }
+    }
+}
 
 /// What the sessions of one run share.
 struct Batch<I> {
@@ -1082,6 +1210,8 @@ struct Batch<I> {
     first_rx: tokio::sync::watch::Receiver<bool>,
     /// A session already open for this run, for the first worker.
     spare: Mutex<Option<Spare>>,
+    /// Sessions logging in ahead of the run, for the other workers.
+    warm: Mutex<Vec<Warm>>,
 }
 
 /// A file queued for a run.
@@ -1272,11 +1402,11 @@ mod tests {
         }
     }
 
-    /// A deferred finish that fails is retried like any failed attempt (with
-    /// the attempt counted), one that holds holds the file, and none is
-    /// lost when the queue runs dry before the last finish is collected.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_deferred_finish_that_fails_is_retried_and_one_that_holds_is_held() {
+    /// An engine whose one session (`max_connections: 1`) never fails,
+    /// and a pull record for each name.
+    fn one_session_engine(
+        names: &[String],
+    ) -> (tempfile::TempDir, crate::config::Config, Engine, Vec<Item>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("ferry.yaml"),
@@ -1291,10 +1421,10 @@ mod tests {
         .unwrap();
         let cfg = crate::config::load(&dir.path().join("ferry.yaml")).expect("config");
         let ledger = Ledger::open(&cfg.state_dir).unwrap();
-        let ids: Vec<i64> = ["a", "b", "c"]
+        let items = names
             .iter()
             .map(|n| {
-                ledger
+                let id = ledger
                     .insert_file(&crate::ledger::NewFile {
                         job: "j",
                         direction: "pull",
@@ -1306,23 +1436,29 @@ mod tests {
                         local_path: None,
                         run_id: None,
                     })
-                    .unwrap()
+                    .unwrap();
+                Item(id, n.clone())
             })
             .collect();
         let connector: ConnectFn = Arc::new(|_| {
             Box::pin(async { Ok(Box::new(Idle(Default::default())) as Box<dyn Remote>) })
         });
         let engine = Engine::new(cfg.state_dir.clone(), ledger).with_connector(connector);
+        (dir, cfg, engine, items)
+    }
+
+    /// A deferred finish that fails is retried like any failed attempt (with
+    /// the attempt counted), one that holds holds the file, and none is
+    /// lost when the queue runs dry before the last finish is collected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_finish_that_fails_is_retried_and_one_that_holds_is_held() {
+        let names = ["a", "b", "c"].map(String::from);
+        let (_dir, cfg, engine, items) = one_session_engine(&names);
         let work = Arc::new(Scripted {
             calls: Mutex::new(Vec::new()),
         });
-        let items = ["a", "b", "c"]
-            .iter()
-            .zip(&ids)
-            .map(|(n, id)| Item(*id, n.to_string()))
-            .collect();
         let (outcomes, error) = engine
-            .drive(&cfg.jobs["j"], items, work.clone(), None, None)
+            .drive(&cfg.jobs["j"], items, work.clone(), None, None, Vec::new())
             .await;
         assert_eq!(error, None);
         let got: Vec<(&str, &FileStatus, u32)> = outcomes
@@ -1336,13 +1472,70 @@ mod tests {
         let calls = work.calls.lock().unwrap().clone();
         assert_eq!(
             calls,
+            // `a`'s failure is seen once the queue is empty: the session
+            // does not wait for a finish while it has files to start.
             [
                 ("a".into(), 1),
                 ("b".into(), 1),
-                ("a".into(), 2),
-                ("c".into(), 1)
+                ("c".into(), 1),
+                ("a".into(), 2)
             ]
         );
+    }
+
+    /// Counts the finishes under way: begun by an attempt, ended when the
+    /// session collects (polls) them.
+    #[derive(Default)]
+    struct Counting {
+        open: Arc<std::sync::atomic::AtomicUsize>,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Attempt<Item> for Counting {
+        async fn attempt(&self, _: &mut dyn Remote, item: &Item, _: u32) -> Result<Done, Failure> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.open.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            let o = FileOutcome {
+                name: item.1.clone(),
+                remote_path: format!("/in/{}", item.1),
+                bytes: 1,
+                sha256: None,
+                verified: crate::ledger::Verified::Size,
+                attempts: 1,
+                status: FileStatus::Delivered,
+                note: None,
+            };
+            let open = self.open.clone();
+            Ok(Done::Later(Box::pin(async move {
+                open.fetch_sub(1, SeqCst);
+                Ok(o)
+            })))
+        }
+    }
+
+    /// A session starts files while earlier ones are still finishing, but
+    /// never has more than [`LATER_MOST`] of them waiting: past that it
+    /// collects the oldest first (each holds an open `.part`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_has_at_most_later_most_finishes_waiting() {
+        let names: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+        let (_dir, cfg, engine, items) = one_session_engine(&names);
+        let work = Arc::new(Counting::default());
+        let (outcomes, error) = engine
+            .drive(&cfg.jobs["j"], items, work.clone(), None, None, Vec::new())
+            .await;
+        assert_eq!(error, None);
+        assert_eq!(outcomes.len(), 40);
+        assert!(
+            outcomes.iter().all(|o| o.status == FileStatus::Delivered),
+            "{outcomes:?}"
+        );
+        let most = work.most.load(std::sync::atomic::Ordering::SeqCst);
+        // The one just begun, and LATER_MOST before it.
+        assert_eq!(most, LATER_MOST + 1);
+        assert_eq!(work.open.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     /// After a 425 the backoff is the job's shape at a shorter scale:

@@ -73,9 +73,21 @@ pub(super) async fn run(
         })
         .collect();
 
-    let (session, permit, listing) = match list_with_retries(engine, job).await {
+    // Sessions for the downloads log in while the listing is read (and
+    // timed, and recorded), once the first listing shows files to fetch.
+    let mut warm = Vec::new();
+    let mut warm_up = |listed: &[RemoteEntry]| {
+        if warm.is_empty() {
+            warm = engine.warm_up(job, more_sessions(engine, job, items.len(), listed));
+        }
+    };
+    let listed = list_with_retries(engine, job, &mut warm_up).await;
+    let (session, permit, listing) = match listed {
         Ok(v) => v,
         Err(msg) => {
+            for w in warm {
+                w.close().await;
+            }
             for it in &items {
                 outcomes.push(engine.fail_item(it, &msg));
             }
@@ -164,7 +176,8 @@ pub(super) async fn run(
             attempt.clone(),
             opts.stop.as_ref(),
             // The listing's session downloads too: one login fewer.
-            permit.map(|p| super::Spare(session, p)),
+            permit.map(|(p, count)| super::Spare(session, p, count)),
+            warm,
         )
         .await;
     outcomes.extend(done);
@@ -178,17 +191,46 @@ pub(super) async fn run(
     Ok(report)
 }
 
-/// The listing session, its `max_connections` permit, and the listing:
-/// files stable since the first listing, and names still growing.
+/// The listing session, its `max_connections` permit and place among the
+/// server's open sessions, and the listing: files stable since the first
+/// listing, and names still growing.
 type Listed = (
     Box<dyn Remote>,
-    Option<tokio::sync::OwnedSemaphorePermit>,
+    Option<(tokio::sync::OwnedSemaphorePermit, super::SessionCount)>,
     (Vec<RemoteEntry>, Vec<String>),
 );
 
+/// How many sessions to log in besides the listing's, for a run with
+/// `unfinished` records and this first listing: enough for the files not
+/// already delivered under the same name and size. A folder of files
+/// pulled before (`after_pull: keep`) logs in none ahead.
+fn more_sessions(engine: &Engine, job: &Job, unfinished: usize, listed: &[RemoteEntry]) -> usize {
+    let most = engine.sessions_for(job, usize::MAX);
+    let enough = super::FILES_PER_SESSION * (most - 1) + 1;
+    let mut files = unfinished;
+    for e in listed {
+        if files >= enough {
+            break;
+        }
+        let delivered = engine
+            .ledger(|l| l.delivered_named(&job.name, "pull", &e.name, e.size))
+            .map(|d| !d.is_empty())
+            .unwrap_or(false);
+        if !delivered {
+            files += 1;
+        }
+    }
+    engine.sessions_for(job, files).saturating_sub(1)
+}
+
 /// Connects and lists, retrying a lost connection with backoff like any
 /// other attempt. Returns the session (kept for the downloads) and listing.
-async fn list_with_retries(engine: &Engine, job: &Job) -> Result<Listed, String> {
+/// `first_listed` sees the first listing, before the files' times are asked.
+async fn list_with_retries(
+    engine: &Engine,
+    job: &Job,
+    first_listed: &mut (dyn FnMut(&[RemoteEntry]) + Send),
+) -> Result<Listed, String> {
     // The listing session counts against max_connections like any other.
     let permit = engine.limit(&job.server).acquire_owned().await.ok();
     let mut attempt = 0;
@@ -198,8 +240,9 @@ async fn list_with_retries(engine: &Engine, job: &Job) -> Result<Listed, String>
             .connect(job)
             .await
             .map_err(|e| format!("cannot reach {}: {e}", job.server.name))?;
-        match list_stable(session.as_mut(), job).await {
-            Ok(l) => return Ok((session, permit, l)),
+        let count = super::SessionCount::new(engine, &job.server.name);
+        match list_stable(session.as_mut(), job, first_listed).await {
+            Ok(l) => return Ok((session, permit.map(|p| (p, count)), l)),
             Err(e) => {
                 session.close().await;
                 // A 425 (no data connection for the listing) passes like a lost one.
@@ -223,6 +266,7 @@ async fn list_with_retries(engine: &Engine, job: &Job) -> Result<Listed, String>
 async fn list_stable(
     remote: &mut dyn Remote,
     job: &Job,
+    first_listed: &mut (dyn FnMut(&[RemoteEntry]) + Send),
 ) -> Result<(Vec<RemoteEntry>, Vec<String>), TransportError> {
     let pick = |v: Vec<RemoteEntry>| -> Vec<RemoteEntry> {
         v.into_iter()
@@ -237,6 +281,7 @@ async fn list_stable(
             .collect()
     };
     let first = pick(remote.list(&job.remote_dir).await?);
+    first_listed(&first);
     if job.stable_for.is_zero() || first.is_empty() {
         return Ok((precise_times(remote, job, first).await?, Vec::new()));
     }
@@ -331,9 +376,13 @@ struct Finish {
 
 /// How far a checked `.part`'s record got before the finisher.
 enum Recorded {
-    /// Downloaded in this attempt: `sent` and `verified` are to record
-    /// (and `sending` first, with when the download began, if it was not).
-    Downloaded { sending_began: Option<String> },
+    /// Downloaded in this attempt: the `.part` is to sync, then `sent` and
+    /// `verified` are to record (and `sending` first, with when the
+    /// download began, if it was not).
+    Downloaded {
+        sending_began: Option<String>,
+        file: std::fs::File,
+    },
     /// `sent` before a crash, checked again now: `verified` is to record.
     Sent,
     /// `verified` before a crash: only placing it is left.
@@ -355,7 +404,7 @@ impl Finish {
             ..Step::default()
         };
         match &self.recorded {
-            Recorded::Downloaded { sending_began } => {
+            Recorded::Downloaded { sending_began, .. } => {
                 let sending = sending_began.as_ref().map(|began| Step {
                     state: FileState::Sending,
                     began: Some(began),
@@ -407,28 +456,65 @@ fn start_finisher(
 /// The most downloads recorded in one commit.
 const FINISH_BATCH_MOST: usize = 64;
 
-fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, batch: Vec<Finish>) {
+fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, mut batch: Vec<Finish>) {
     tracing::debug!(job = %job.name, files = batch.len(), "recording downloads together");
     let ledger_failed = |e: &anyhow::Error| Failure::Permanent(format!("ledger: {e:#}"));
-    // 1. Every file's `sent` and `verified`, durable before any is placed.
-    let first: Vec<(i64, Vec<Step<'_>>)> = batch.iter().map(|f| (f.id, f.first_steps())).collect();
-    let recorded: Vec<Result<(), Failure>> = match engine.ledger(|l| l.steps_each(&first)) {
+    // 1. Every new download on disk (its writeback began when it ended).
+    let synced: Vec<Result<(), Failure>> = batch
+        .iter_mut()
+        .map(|f| match &mut f.recorded {
+            Recorded::Downloaded { file, .. } => file.sync_all().map_err(|e| {
+                let part = part_path(job, &f.name);
+                let _ = std::fs::remove_file(&part);
+                Failure::Retry(format!("writing {}: {e}", part.display()))
+            }),
+            _ => Ok(()),
+        })
+        .collect();
+    // 2. Every synced file's `sent` and `verified`, durable before any is
+    // placed (one that could not be synced: only the `sending` it began).
+    let first: Vec<(i64, Vec<Step<'_>>)> = batch
+        .iter()
+        .zip(&synced)
+        .map(|(f, s)| {
+            let mut steps = f.first_steps();
+            if s.is_err() {
+                steps.retain(|st| st.state == FileState::Sending);
+            }
+            (f.id, steps)
+        })
+        .collect();
+    let r1: Vec<Result<(), Failure>> = match engine.ledger(|l| l.steps_each(&first)) {
         Ok(each) => each
             .into_iter()
             .map(|r| r.map_err(|e| ledger_failed(&e)))
             .collect(),
-        Err(e) => batch.iter().map(|_| Err(ledger_failed(&e))).collect(),
+        Err(e) => first.iter().map(|_| Err(ledger_failed(&e))).collect(),
     };
     drop(first);
-    // 2. Placed, each (the folder synced after each link).
-    let placed: Vec<Result<Placed, Failure>> = batch
+    let recorded: Vec<Result<(), Failure>> =
+        synced.into_iter().zip(r1).map(|(s, r)| s.and(r)).collect();
+    // 3. Placed, each; then the folder synced once for them all.
+    let mut placed: Vec<Result<Placed, Failure>> = batch
         .iter()
         .zip(recorded)
         .map(|(f, r)| {
             r.and_then(|()| place_verified(engine, job, notices, f.id, &f.name, f.size, &f.sha))
         })
         .collect();
-    // 3. Every placed file's `renamed` (and `done` when nothing is left to do on the server).
+    if placed.iter().any(|p| p.is_ok())
+        && let Err(e) = local::try_sync_dir(&job.local_dir)
+    {
+        // Not known to be durable: not recorded as placed. The next attempt
+        // finds each file by its SHA-256 (or its .part) and records it then.
+        for p in placed.iter_mut().filter(|p| p.is_ok()) {
+            *p = Err(Failure::Retry(format!(
+                "cannot sync {}: {e}",
+                job.local_dir.display()
+            )));
+        }
+    }
+    // 4. Every placed file's `renamed` (and `done` when nothing is left to do on the server).
     let keep = after_action(job) == AfterPull::Keep;
     let done = Step {
         state: FileState::Done,
@@ -538,7 +624,7 @@ impl Attempt<PullItem> for PullAttempt {
                 engine.ledger(|l| l.step(item.id, &sending))?;
             }
             let got = download(remote, item, &row, &part, job, self.progress.clone()).await;
-            let (resumed, got) = match got {
+            let (resumed, got, file) = match got {
                 Ok(v) => v,
                 Err(e) => {
                     if defer_sending {
@@ -571,6 +657,7 @@ impl Attempt<PullItem> for PullAttempt {
             };
             recorded = Recorded::Downloaded {
                 sending_began: defer_sending.then_some(began),
+                file,
             };
             state = FileState::Verified;
         }
@@ -701,7 +788,9 @@ fn file_outcome(
 
 /// Places a verified `.part` under its name (or a suffixed one), once its
 /// acknowledgement, if it is one, has been read; or, when the same bytes
-/// already sit there, removes it and says where they are.
+/// already sit there, removes it and says where they are. The folder is
+/// not synced here: the finisher syncs it once for its batch, before any
+/// of them is recorded as placed.
 fn place_verified(
     engine: &Engine,
     job: &Job,
@@ -735,7 +824,6 @@ fn place_verified(
     // recorded as a duplicate, never placed as `name.1.ext`.
     if let Some(existing) = same_content(&job.local_dir, name, size, sha) {
         let _ = std::fs::remove_file(&part);
-        local::sync_dir(&job.local_dir);
         let note = format!(
             "the same content is already in {}; not placed again",
             existing.display()
@@ -745,7 +833,7 @@ fn place_verified(
             note: Some(note),
         });
     }
-    let placed = local::place_no_overwrite(&part, &job.local_dir, name).map_err(|e| {
+    let placed = local::place_in_dir_unsynced(&part, &job.local_dir, name).map_err(|e| {
         Failure::Retry(format!(
             "cannot place {name} in {}: {e}",
             job.local_dir.display()
@@ -830,8 +918,9 @@ async fn after_pull(
 }
 
 /// Streams the remote file into its `.part` (resuming a partial one when
-/// the server supports REST) and fsyncs it; returns where it resumed and
-/// the file's SHA-256, for the caller to record with its verification.
+/// the server supports REST); returns where it resumed, the file's
+/// SHA-256, and the open `.part`, not yet synced: the finisher syncs it
+/// before recording the download.
 async fn download(
     remote: &mut dyn Remote,
     item: &PullItem,
@@ -839,7 +928,7 @@ async fn download(
     part: &Path,
     job: &Job,
     progress: Option<super::Progress>,
-) -> Result<(Option<u64>, String), Failure> {
+) -> Result<(Option<u64>, String, std::fs::File), Failure> {
     let existing = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let resumable =
         row.attempts > 0 && existing > 0 && existing < item.size && remote.capabilities().resume;
@@ -897,18 +986,6 @@ async fn download(
         let _ = std::fs::remove_file(part);
         Failure::Retry(format!("writing {}: {e}", part.display()))
     })?;
-    // The fsync waits for the disk: off the task's thread, so the other
-    // sessions go on meanwhile.
-    let synced = tokio::task::spawn_blocking(move || file.sync_all())
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    if let Err(e) = synced {
-        let _ = std::fs::remove_file(part);
-        return Err(Failure::Retry(format!("writing {}: {e}", part.display())));
-    }
-    // The .part's name needs no sync of its own: a crash that loses it
-    // leaves the record before `verified`, and the file is fetched again.
-    // Placing it syncs the folder.
     if total != item.size {
         let _ = std::fs::remove_file(part);
         return Err(Failure::Retry(format!(
@@ -916,7 +993,11 @@ async fn download(
             item.remote_path, item.size
         )));
     }
-    Ok(((offset > 0).then_some(offset), sha))
+    // The disk write starts now; the finisher's fsync, before anything is
+    // recorded of the download, waits for it (the session goes on with
+    // the next file meanwhile).
+    local::start_writeback(&file);
+    Ok(((offset > 0).then_some(offset), sha, file))
 }
 
 /// Size was checked while streaming; the server's SHA-256 when it offers one.

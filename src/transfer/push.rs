@@ -258,6 +258,7 @@ pub(super) async fn run(
             }),
             opts.stop.as_ref(),
             None,
+            Vec::new(),
         )
         .await;
     outcomes.extend(done);
