@@ -7,7 +7,9 @@ from Debian, and the test servers through scripts/install-test-deps.sh):
     python3 bench/compare.py                 # the full table (median of 3)
     python3 bench/compare.py --quick         # 200 small files, 64 MiB, 1 rep
 
-Every workload runs each tool in the same run against the same server:
+Every workload runs each tool in the same run against the same server,
+the tools taking turns rep by rep (nothing is deleted between small-file
+runs; see `put_aside`):
 vsftpd (explicit FTPS, PROT P, require_ssl_reuse=YES, protocol logging off)
 for the main table, ProFTPD for the 512 MiB upload against curl and for the
 TLS 1.3 small-file upload. Each result is checked by SHA-256 against the
@@ -85,14 +87,28 @@ class Server:
     def remote(self, rel):
         return os.path.join(self.root, rel.lstrip("/"))
 
-    def fresh_remote(self, rel):
-        """An empty remote folder owned by the FTP user (the server writes as that user)."""
+    def fresh_remote(self, rel, aside=None):
+        """An empty remote folder owned by the FTP user (the server writes as that user).
+        `aside`: the old folder is moved there instead of deleted (see `put_aside`)."""
         p = self.remote(rel)
+        if aside and os.path.exists(p):
+            put_aside(p, aside)
         shutil.rmtree(p, ignore_errors=True)
         os.makedirs(p)
         st = os.stat(self.root)
         os.chown(p, st.st_uid, st.st_gid)
         return p
+
+
+def put_aside(path, aside):
+    """Moves `path` into the folder `aside`, deleted once the workload is done.
+    Small-file runs delete nothing while they run: on ext4 without a journal
+    (this machine's root), every file created scans past the inodes deleted
+    in the last 30-35 s, so a run right after a deletion of thousands of
+    files pays for it, and which tool ran after whose deletion would decide
+    the table."""
+    os.makedirs(aside, exist_ok=True)
+    os.rename(path, os.path.join(aside, f"{len(os.listdir(aside))}"))
 
 
 def sha(path):
@@ -234,14 +250,21 @@ class Ctx:
 
 
 def measure(ctx, label, srv, direction, sums, src_dir, tools, unit, amount, tls=None):
-    """Runs each tool `reps` times; returns {tool: (median s, rss KiB) or error}."""
-    results = {}
+    """Runs each tool `reps` times, the tools taking turns (a slow minute of
+    the machine's costs each about the same); returns {tool: (median s, rss
+    KiB) or error}."""
     names = sorted(sums)
-    for tool in tools:
-        times, rss, err = [], 0, None
-        for _ in range(ctx.reps):
+    # Many small files: nothing is deleted while the benchmark runs (put_aside).
+    aside = os.path.join(ctx.work, "aside") if len(names) > 1 else None
+    times = {t: [] for t in tools}
+    rss = {t: 0 for t in tools}
+    errs = {}
+    for _ in range(ctx.reps):
+        for tool in tools:
+            if tool in errs:
+                continue
             remote = "/bench"
-            remote_dir = srv.fresh_remote(remote)
+            remote_dir = srv.fresh_remote(remote, aside)
             if direction == "push":
                 local, check_dir = src_dir, remote_dir
             else:
@@ -263,19 +286,24 @@ def measure(ctx, label, srv, direction, sums, src_dir, tools, unit, amount, tls=
                     dt, r = rclone_run(ctx, srv, direction, local, remote)
                 bad = check(check_dir, sums)
                 if bad:
-                    err = f"FAILED check: {bad}"
-                    break
-                times.append(dt)
-                rss = max(rss, r)
+                    errs[tool] = f"FAILED check: {bad}"
+                    continue
+                times[tool].append(dt)
+                rss[tool] = max(rss[tool], r)
+                print(f"  {label:<28} {tool:<7} {amount / dt:.0f} {unit} ({dt:.2f} s)",
+                      file=sys.stderr, flush=True)
             except RuntimeError as e:
-                err = f"FAILED: {e}".replace("\n", " ")[:200]
-                break
+                errs[tool] = f"FAILED: {e}".replace("\n", " ")[:200]
             finally:
                 if direction == "pull":
+                    if aside:
+                        put_aside(local, aside)
                     shutil.rmtree(local, ignore_errors=True)
-        results[tool] = err or (statistics.median(times), rss)
+    results = {}
+    for tool in tools:
+        results[tool] = errs.get(tool) or (statistics.median(times[tool]), rss[tool])
         shown = results[tool] if isinstance(results[tool], str) else \
-            f"{amount / results[tool][0]:.0f} {unit} (median {results[tool][0]:.2f} s, RSS {rss // 1024} MiB)"
+            f"{amount / results[tool][0]:.0f} {unit} (median {results[tool][0]:.2f} s, RSS {rss[tool] // 1024} MiB)"
         print(f"  {label:<28} {tool:<7} {shown}", file=sys.stderr, flush=True)
     return results
 

@@ -371,6 +371,8 @@ struct Finish {
     level: Verified,
     /// What the record says so far.
     recorded: Recorded,
+    /// The session waits for the reply (the file's after-pull action follows).
+    awaited: bool,
     reply: tokio::sync::oneshot::Sender<Result<Placed, Failure>>,
 }
 
@@ -438,16 +440,30 @@ fn start_finisher(
         .name("ferry-finisher".into())
         .spawn(move || {
             let _in_run = span.enter();
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < FINISH_BATCH_MOST {
-                    match rx.try_recv() {
-                        Ok(f) => batch.push(f),
+            // Placed files whose `renamed` is still to record: with the next
+            // batch's first steps, in its transaction, or alone as soon as
+            // no download is waiting.
+            let mut owed: Vec<Owed> = Vec::new();
+            loop {
+                let first = if owed.is_empty() {
+                    match rx.recv() {
+                        Ok(f) => f,
                         Err(_) => break,
                     }
-                }
-                finish_batch(&engine, &job, &notices, batch);
+                } else {
+                    match rx.try_recv() {
+                        Ok(f) => f,
+                        Err(std::sync::mpsc::TryRecvError::Empty) => {
+                            record_owed(&engine, &job, std::mem::take(&mut owed));
+                            continue;
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                    }
+                };
+                let batch = gather(&rx, first, |f| f.awaited, FINISH_BATCH_MOST, FINISH_LINGER);
+                owed = finish_batch(&engine, &job, &notices, batch, std::mem::take(&mut owed));
             }
+            record_owed(&engine, &job, owed);
         })
         .context("starting the download finisher thread")?;
     Ok(tx)
@@ -456,9 +472,116 @@ fn start_finisher(
 /// The most downloads recorded in one commit.
 const FINISH_BATCH_MOST: usize = 64;
 
-fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, mut batch: Vec<Finish>) {
-    tracing::debug!(job = %job.name, files = batch.len(), "recording downloads together");
-    let ledger_failed = |e: &anyhow::Error| Failure::Permanent(format!("ledger: {e:#}"));
+/// How long the finisher gathers downloads no session waits for.
+const FINISH_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// One batch for the finisher: `first`, and what else comes, up to `most`.
+/// When no session waits for `first` (`Done::Later`), files are gathered
+/// for `linger`, so one commit carries many (the sessions go on
+/// downloading meanwhile); a file a session waits for ends the gathering,
+/// and one that starts the batch takes only what is already there.
+fn gather<T>(
+    rx: &std::sync::mpsc::Receiver<T>,
+    first: T,
+    awaited: impl Fn(&T) -> bool,
+    most: usize,
+    linger: std::time::Duration,
+) -> Vec<T> {
+    let until = (!awaited(&first)).then(|| std::time::Instant::now() + linger);
+    let mut batch = vec![first];
+    while batch.len() < most {
+        let next = match until {
+            Some(until) => rx
+                .recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
+                .ok(),
+            None => rx.try_recv().ok(),
+        };
+        let Some(f) = next else { break };
+        let stop = awaited(&f);
+        batch.push(f);
+        if stop {
+            break;
+        }
+    }
+    batch
+}
+
+/// A placed file whose `renamed` (and `done` when nothing is left to do on
+/// the server) is still to record, and the session waiting for it.
+struct Owed {
+    id: i64,
+    level: Verified,
+    placed: Placed,
+    reply: tokio::sync::oneshot::Sender<Result<Placed, Failure>>,
+}
+
+impl Owed {
+    fn steps(&self, job: &Job) -> Vec<Step<'_>> {
+        let renamed = Step {
+            state: FileState::Renamed,
+            verified: Some(self.level),
+            local_path: Some(&self.placed.path),
+            ..Step::default()
+        };
+        if after_action(job) == AfterPull::Keep {
+            let done = Step {
+                state: FileState::Done,
+                ..Step::default()
+            };
+            vec![renamed, done]
+        } else {
+            vec![renamed]
+        }
+    }
+
+    /// Tells the session how recording went.
+    fn answer(self, recorded: Result<(), Failure>) {
+        // A session that stopped waiting (its run was dropped) needs no answer.
+        let _ = self.reply.send(recorded.map(|()| self.placed));
+    }
+}
+
+fn ledger_failed(e: &anyhow::Error) -> Failure {
+    Failure::Permanent(format!("ledger: {e:#}"))
+}
+
+/// Each file's steps in one transaction (each alone if one is refused);
+/// one result per file.
+fn record_each(engine: &Engine, steps: &[(i64, Vec<Step<'_>>)]) -> Vec<Result<(), Failure>> {
+    match engine.ledger(|l| l.steps_each(steps)) {
+        Ok(each) => each
+            .into_iter()
+            .map(|r| r.map_err(|e| ledger_failed(&e)))
+            .collect(),
+        Err(e) => steps.iter().map(|_| Err(ledger_failed(&e))).collect(),
+    }
+}
+
+/// Records the owed `renamed` steps now (no download is waiting to share
+/// their commit) and answers their sessions.
+fn record_owed(engine: &Engine, job: &Job, owed: Vec<Owed>) {
+    if owed.is_empty() {
+        return;
+    }
+    let steps: Vec<(i64, Vec<Step<'_>>)> = owed.iter().map(|o| (o.id, o.steps(job))).collect();
+    let recorded = record_each(engine, &steps);
+    drop(steps);
+    for (o, r) in owed.into_iter().zip(recorded) {
+        o.answer(r);
+    }
+}
+
+/// Syncs, records and places one batch of downloads; the `owed` steps of
+/// the batch before are recorded in the same transaction as this batch's
+/// first ones. Returns what this batch owes.
+fn finish_batch(
+    engine: &Engine,
+    job: &Job,
+    notices: &Notices,
+    mut batch: Vec<Finish>,
+    owed: Vec<Owed>,
+) -> Vec<Owed> {
+    tracing::debug!(job = %job.name, files = batch.len(), owed = owed.len(), "recording downloads together");
     // 1. Every new download on disk (its writeback began when it ended).
     let synced: Vec<Result<(), Failure>> = batch
         .iter_mut()
@@ -471,29 +594,26 @@ fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, mut batch: Vec<Fi
             _ => Ok(()),
         })
         .collect();
-    // 2. Every synced file's `sent` and `verified`, durable before any is
-    // placed (one that could not be synced: only the `sending` it began).
-    let first: Vec<(i64, Vec<Step<'_>>)> = batch
-        .iter()
-        .zip(&synced)
-        .map(|(f, s)| {
-            let mut steps = f.first_steps();
-            if s.is_err() {
-                steps.retain(|st| st.state == FileState::Sending);
-            }
-            (f.id, steps)
-        })
+    // 2. The batch before's `renamed`, and every synced file's `sent` and
+    // `verified`, durable before any of these is placed (one that could not
+    // be synced: only the `sending` it began).
+    let mut steps: Vec<(i64, Vec<Step<'_>>)> = owed.iter().map(|o| (o.id, o.steps(job))).collect();
+    steps.extend(batch.iter().zip(&synced).map(|(f, s)| {
+        let mut steps = f.first_steps();
+        if s.is_err() {
+            steps.retain(|st| st.state == FileState::Sending);
+        }
+        (f.id, steps)
+    }));
+    let mut results = record_each(engine, &steps).into_iter();
+    drop(steps);
+    for o in owed {
+        o.answer(results.next().unwrap_or(Ok(())));
+    }
+    let recorded: Vec<Result<(), Failure>> = synced
+        .into_iter()
+        .map(|s| s.and(results.next().unwrap_or(Ok(()))))
         .collect();
-    let r1: Vec<Result<(), Failure>> = match engine.ledger(|l| l.steps_each(&first)) {
-        Ok(each) => each
-            .into_iter()
-            .map(|r| r.map_err(|e| ledger_failed(&e)))
-            .collect(),
-        Err(e) => first.iter().map(|_| Err(ledger_failed(&e))).collect(),
-    };
-    drop(first);
-    let recorded: Vec<Result<(), Failure>> =
-        synced.into_iter().zip(r1).map(|(s, r)| s.and(r)).collect();
     // 3. Placed, each; then the folder synced once for them all.
     let mut placed: Vec<Result<Placed, Failure>> = batch
         .iter()
@@ -514,50 +634,23 @@ fn finish_batch(engine: &Engine, job: &Job, notices: &Notices, mut batch: Vec<Fi
             )));
         }
     }
-    // 4. Every placed file's `renamed` (and `done` when nothing is left to do on the server).
-    let keep = after_action(job) == AfterPull::Keep;
-    let done = Step {
-        state: FileState::Done,
-        ..Step::default()
-    };
-    let last: Vec<(i64, Vec<Step<'_>>)> = batch
-        .iter()
-        .zip(&placed)
-        .filter_map(|(f, p)| {
-            let p = p.as_ref().ok()?;
-            let renamed = Step {
-                state: FileState::Renamed,
-                verified: Some(f.level),
-                local_path: Some(&p.path),
-                ..Step::default()
-            };
-            Some((
-                f.id,
-                if keep {
-                    vec![renamed, done]
-                } else {
-                    vec![renamed]
-                },
-            ))
-        })
-        .collect();
-    let mut recorded = match engine.ledger(|l| l.steps_each(&last)) {
-        Ok(each) => each
-            .into_iter()
-            .map(|r| r.map_err(|e| ledger_failed(&e)))
-            .collect(),
-        Err(e) => last
-            .iter()
-            .map(|_| Err(ledger_failed(&e)))
-            .collect::<Vec<_>>(),
-    }
-    .into_iter();
-    drop(last);
+    // 4. Every placed file's `renamed` is owed (recorded with the next
+    // batch's first steps); a file that failed is answered now.
+    let mut next = Vec::new();
     for (f, p) in batch.into_iter().zip(placed) {
-        let result = p.and_then(|p| recorded.next().unwrap_or(Ok(())).map(|()| p));
-        // A session that stopped waiting (its run was dropped) needs no answer.
-        let _ = f.reply.send(result);
+        match p {
+            Ok(placed) => next.push(Owed {
+                id: f.id,
+                level: f.level,
+                placed,
+                reply: f.reply,
+            }),
+            Err(e) => {
+                let _ = f.reply.send(Err(e));
+            }
+        }
     }
+    next
 }
 
 #[async_trait::async_trait]
@@ -683,6 +776,7 @@ impl Attempt<PullItem> for PullAttempt {
                 sha: sha.clone(),
                 level,
                 recorded,
+                awaited: after_action(job) != AfterPull::Keep,
                 reply,
             };
             self.finisher.send(finish).map_err(|_| finisher_stopped())?;
@@ -1023,5 +1117,66 @@ async fn verify_download(
             ))),
             None => Ok(Verified::Size),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather;
+    use std::time::Duration;
+
+    /// (name, a session waits for it)
+    type F = (&'static str, bool);
+
+    fn names(b: &[F]) -> Vec<&'static str> {
+        b.iter().map(|f| f.0).collect()
+    }
+
+    /// Files no session waits for are gathered for the linger: the ones
+    /// that arrive meanwhile share the batch (and its commit).
+    #[test]
+    fn the_finisher_gathers_files_nobody_waits_for_until_the_linger_ends() {
+        let (tx, rx) = std::sync::mpsc::channel::<F>();
+        tx.send(("b", false)).unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            tx.send(("c", false)).unwrap();
+            tx
+        });
+        let started = std::time::Instant::now();
+        let batch = gather(&rx, ("a", false), |f| f.1, 64, Duration::from_secs(1));
+        // Not returned when `b` was taken: `c`, 50 ms later, joined too,
+        // and the gathering ended with the linger.
+        assert_eq!(names(&batch), ["a", "b", "c"]);
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        drop(late.join().unwrap());
+    }
+
+    /// A file a session waits for is not held back: it ends the gathering,
+    /// and when it starts the batch only what is already there joins it.
+    #[test]
+    fn a_file_a_session_waits_for_ends_the_gathering_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel::<F>();
+        for f in [("b", false), ("c", true), ("d", false)] {
+            tx.send(f).unwrap();
+        }
+        let batch = gather(&rx, ("a", false), |f| f.1, 64, Duration::from_secs(30));
+        assert_eq!(names(&batch), ["a", "b", "c"]);
+        let started = std::time::Instant::now();
+        let batch = gather(&rx, ("e", true), |f| f.1, 64, Duration::from_secs(30));
+        assert_eq!(names(&batch), ["e", "d"]);
+        assert!(started.elapsed() < Duration::from_secs(5), "no linger");
+        drop(tx);
+    }
+
+    /// A batch never grows past `most`, however many files wait.
+    #[test]
+    fn a_batch_holds_at_most_most_files() {
+        let (tx, rx) = std::sync::mpsc::channel::<F>();
+        for _ in 0..10 {
+            tx.send(("x", false)).unwrap();
+        }
+        let batch = gather(&rx, ("a", false), |f| f.1, 4, Duration::from_secs(30));
+        assert_eq!(batch.len(), 4);
     }
 }
