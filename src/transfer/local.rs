@@ -457,6 +457,134 @@ impl Writeback {
     }
 }
 
+/// Where an upload's bytes come from, SHA-256 computed as they are read.
+/// A small file is read and hashed from the task (a page-cache read takes
+/// microseconds; a hop to tokio's blocking pool per read, as
+/// `tokio::fs::File` makes, costs more). A big one is read and hashed
+/// ahead by a thread of its own, chunk by chunk, while the task encrypts
+/// and sends the chunks before: read, hash and send overlap.
+pub enum Source {
+    Direct {
+        file: std::fs::File,
+        hasher: Sha256,
+    },
+    Threaded {
+        /// Read and hashed chunks (a few ahead: memory stays flat); an
+        /// error ends the stream.
+        rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+        /// Chunks the task is done with, for the thread to reuse.
+        free: std::sync::mpsc::Sender<Vec<u8>>,
+        /// The chunk being handed out, and how much of it is.
+        current: Vec<u8>,
+        at: usize,
+        /// The SHA-256, once the thread has read to the end.
+        digest: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    },
+}
+
+impl Source {
+    /// Opens `path` (`size`: what the caller expects it to hold, to choose
+    /// how it is read).
+    pub fn open(path: &Path, size: u64) -> io::Result<Source> {
+        let file = std::fs::File::open(path)?;
+        let hasher = Sha256::new();
+        if size < HASH_THREAD_FROM {
+            return Ok(Source::Direct { file, hasher });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(4);
+        let (free, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
+        let digest = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let done = digest.clone();
+        std::thread::Builder::new()
+            .name("ferry-source".into())
+            .spawn(move || {
+                let (mut file, mut hasher) = (file, hasher);
+                loop {
+                    let mut chunk = reuse.try_recv().unwrap_or_default();
+                    chunk.resize(SINK_CHUNK, 0);
+                    let n = match io::Read::read(&mut file, &mut chunk) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    };
+                    if n == 0 {
+                        if let Ok(mut d) = done.lock() {
+                            *d = Some(hex::encode(hasher.finalize()));
+                        }
+                        return; // the channel closes: the end of the file
+                    }
+                    chunk.truncate(n);
+                    hasher.update(&chunk);
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return; // the upload stopped
+                    }
+                }
+            })?;
+        Ok(Source::Threaded {
+            rx,
+            free,
+            current: Vec::new(),
+            at: 0,
+            digest,
+        })
+    }
+
+    /// The SHA-256 of every byte read (call once the reader is at the end).
+    pub fn finish(self) -> io::Result<String> {
+        match self {
+            Source::Direct { hasher, .. } => Ok(hex::encode(hasher.finalize())),
+            Source::Threaded { digest, .. } => digest
+                .lock()
+                .ok()
+                .and_then(|mut d| d.take())
+                .ok_or_else(|| io::Error::other("the file was not read to its end")),
+        }
+    }
+}
+
+impl AsyncRead for Source {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Source::Direct { file, hasher } => {
+                let n = io::Read::read(file, buf.initialize_unfilled())?;
+                hasher.update(&buf.initialize_unfilled()[..n]);
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Source::Threaded {
+                rx,
+                free,
+                current,
+                at,
+                ..
+            } => {
+                if *at == current.len() {
+                    match std::task::ready!(rx.poll_recv(cx)) {
+                        Some(Ok(chunk)) => {
+                            let done = std::mem::replace(current, chunk);
+                            let _ = free.send(done);
+                            *at = 0;
+                        }
+                        Some(Err(e)) => return Poll::Ready(Err(e)),
+                        None => return Poll::Ready(Ok(())), // the end
+                    }
+                }
+                let n = buf.remaining().min(current.len() - *at);
+                buf.put_slice(&current[*at..*at + n]);
+                *at += n;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
 /// From this size on, a download hashes and writes on a thread of its own.
 pub const HASH_THREAD_FROM: u64 = 8 << 20;
 
@@ -626,6 +754,52 @@ impl AsyncWrite for Sink {
 
 #[cfg(test)]
 mod tests {
+    /// An upload's source hands out every byte of the file once, in order,
+    /// and its SHA-256 is the file's, whether it reads from the task (small)
+    /// or from a thread ahead of it (big), and when the head was skipped
+    /// through the same reader (a resumed upload hashes it, sends the rest).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_source_hands_out_and_hashes_every_byte_small_or_big() {
+        use tokio::io::AsyncReadExt;
+        let d = tempfile::tempdir().unwrap();
+        for (name, len) in [("small", 10 * 1024 + 7), ("big", (9 << 20) + 12345)] {
+            let path = d.path().join(name);
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let want = super::sha256_of(&path).unwrap();
+            let mut src = super::Source::open(&path, len as u64).unwrap();
+            assert_eq!(
+                matches!(src, super::Source::Threaded { .. }),
+                len as u64 >= super::HASH_THREAD_FROM
+            );
+            let mut got = Vec::new();
+            src.read_to_end(&mut got).await.unwrap();
+            assert!(got == data, "{name}: the bytes as they are");
+            assert_eq!(src.finish().unwrap(), want, "{name}");
+            let mut src = super::Source::open(&path, len as u64).unwrap();
+            let mut head = vec![0u8; 1000];
+            src.read_exact(&mut head).await.unwrap();
+            let mut rest = Vec::new();
+            src.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest.len(), len - 1000, "{name}");
+            assert_eq!(src.finish().unwrap(), want, "{name}: resumed");
+        }
+    }
+
+    /// A big source's SHA-256 is refused until the file was read to its
+    /// end: an upload cut short never records a digest of part of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_big_upload_source_read_partly_has_no_digest() {
+        use tokio::io::AsyncReadExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("big");
+        std::fs::write(&path, vec![1u8; 9 << 20]).unwrap();
+        let mut src = super::Source::open(&path, 9 << 20).unwrap();
+        let mut head = vec![0u8; 4096];
+        src.read_exact(&mut head).await.unwrap();
+        assert!(src.finish().is_err());
+    }
+
     /// Bytes pass through unchanged while writeback is started every 8 MiB.
     /// A big download's thread and a small one's task write the same bytes
     /// and compute the same SHA-256, a resumed one over the whole file.

@@ -951,10 +951,11 @@ async fn send(
     offset: u64,
     progress: Option<super::Progress>,
 ) -> Result<String, Failure> {
-    let file = tokio::fs::File::open(&item.local.path).await.map_err(|e| {
+    let file = local::Source::open(&item.local.path, item.local.size).map_err(|e| {
         Failure::Permanent(format!("cannot open {}: {e}", item.local.path.display()))
     })?;
-    let mut reader = Hashing::new(file).with_progress(progress, &item.local.name, item.local.size);
+    let mut reader =
+        Hashing::counting(file).with_progress(progress, &item.local.name, item.local.size);
     if offset > 0 {
         // The part already on the server is hashed, not sent.
         let mut skip = (&mut reader).take(offset);
@@ -965,7 +966,10 @@ async fn send(
             })?;
     }
     remote.upload(target, offset, &mut reader).await?;
-    let (_, sha, total) = reader.finish();
+    let (file, _, total) = reader.finish();
+    let sha = file
+        .finish()
+        .map_err(|e| Failure::Retry(format!("cannot read {}: {e}", item.local.path.display())))?;
     if total != item.local.size || !item.local.unchanged() {
         return Err(Failure::Retry(
             "the local file changed while it was being sent".into(),
