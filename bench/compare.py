@@ -385,6 +385,17 @@ def main():
                       ["ferry"], "files/s", n, "1.2")["ferry"]
         t13 = measure(ctx, f"{n} up ProFTPD TLS 1.3", pro, "push", small, small_dir,
                       ["ferry"], "files/s", n, "1.3")["ferry"]
+        # What a download that is fsynced before it is placed cannot beat on
+        # this disk: the same bytes written and fdatasynced (curl, lftp and
+        # rclone do not sync).
+        durable = []
+        for _ in range(ctx.reps):
+            out = os.path.join(ctx.work, "durable.bin")
+            t0 = time.monotonic()
+            sh(["dd", "if=/dev/zero", f"of={out}", "bs=1M", f"count={mib}", "conv=fdatasync"],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            durable.append(time.monotonic() - t0)
+            os.unlink(out)
         huge = []
         if args.huge_gib:
             hdir = os.path.join(ctx.work, "huge")
@@ -410,6 +421,10 @@ def main():
             else:
                 print(f"{args.huge_gib} GiB {way} (ferry, vsftpd): {args.huge_gib * 1024 / r[0]:.0f} MiB/s, "
                       f"peak RSS {r[1] // 1024} MiB")
+        print()
+        print(f"Durable write of {mib} MiB on this disk (dd conv=fdatasync, median of {ctx.reps}): "
+              f"{statistics.median(durable):.2f} s, {mib / statistics.median(durable):.0f} MiB/s "
+              f"(runs {', '.join(f'{d:.2f}' for d in durable)} s)")
         if not isinstance(t12, str) and not isinstance(t13, str):
             print()
             print(f"TLS 1.3 against ProFTPD, {n} x 10 KiB up: {t13[0]:.2f} s against "
