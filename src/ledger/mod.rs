@@ -1237,6 +1237,25 @@ impl Ledger {
         )
     }
 
+    /// Whether a record with this name and size was delivered: one indexed
+    /// lookup, no row read (how many sessions a listing needs, not what
+    /// happens to a file).
+    pub fn has_delivered_named(
+        &self,
+        job: &str,
+        direction: &str,
+        name: &str,
+        size: u64,
+    ) -> anyhow::Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE job = ?1 AND direction = ?2
+                 AND name = ?3 AND size = ?4 AND state IN ('verified', 'done'))",
+            )?
+            .query_row(params![job, direction, name, size], |r| r.get(0))?)
+    }
+
     /// Failed push records that left a temp file of theirs on the server.
     pub fn failed_with_temp(&self, job: &str) -> anyhow::Result<Vec<FileRow>> {
         self.file_rows(

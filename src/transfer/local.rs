@@ -384,11 +384,21 @@ pub fn try_sync_dir(dir: &Path) -> io::Result<()> {
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later fsync finds
 /// little left to do. A failure only leaves the work to that fsync.
 pub fn start_writeback(file: &std::fs::File) {
+    start_writeback_of(file, 0, 0);
+}
+
+/// [`start_writeback`] for `len` bytes from `from` (`len` 0: to the end).
+fn start_writeback_of(file: &std::fs::File, from: u64, len: u64) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(file);
     // SAFETY: `fd` is an open file borrowed for the call; the call only
     // starts writeback of its pages and reads no memory of ours.
     unsafe {
-        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(
+            fd,
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
@@ -427,18 +437,7 @@ impl Writeback {
         let n = io::Write::write(&mut self.file, buf)?;
         self.written += n as u64;
         if self.written - self.started >= WRITEBACK_EVERY {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
-            // SAFETY: `fd` is the open file this writer owns; the call only
-            // starts writeback of its dirty pages and reads no memory of ours.
-            // A failure only means the final fsync does all the work.
-            unsafe {
-                libc::sync_file_range(
-                    fd,
-                    self.started as libc::off64_t,
-                    (self.written - self.started) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            start_writeback_of(&self.file, self.started, self.written - self.started);
             self.started = self.written;
         }
         Ok(n)

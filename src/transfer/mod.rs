@@ -1365,6 +1365,20 @@ mod tests {
         }
     }
 
+    /// The outcome of `item` delivered at its `attempts`-th attempt.
+    fn delivered(item: &Item, attempts: u32) -> FileOutcome {
+        FileOutcome {
+            name: item.1.clone(),
+            remote_path: format!("/in/{}", item.1),
+            bytes: 1,
+            sha256: None,
+            verified: crate::ledger::Verified::Size,
+            attempts,
+            status: FileStatus::Delivered,
+            note: None,
+        }
+    }
+
     /// Every file's finish is deferred; `a`'s first fails (a disk that
     /// refused the placing, say), `b`'s first is held.
     struct Scripted {
@@ -1380,16 +1394,7 @@ mod tests {
             attempt: u32,
         ) -> Result<Done, Failure> {
             self.calls.lock().unwrap().push((item.1.clone(), attempt));
-            let o = FileOutcome {
-                name: item.1.clone(),
-                remote_path: format!("/in/{}", item.1),
-                bytes: 1,
-                sha256: None,
-                verified: crate::ledger::Verified::Size,
-                attempts: attempt,
-                status: FileStatus::Delivered,
-                note: None,
-            };
+            let o = delivered(item, attempt);
             let r = match (item.1.as_str(), attempt) {
                 ("a", 1) => Err(Failure::Retry("cannot place a: disk full".into())),
                 ("b", 1) => Err(Failure::Hold("cannot know".into())),
@@ -1497,16 +1502,7 @@ mod tests {
             use std::sync::atomic::Ordering::SeqCst;
             let now = self.open.fetch_add(1, SeqCst) + 1;
             self.most.fetch_max(now, SeqCst);
-            let o = FileOutcome {
-                name: item.1.clone(),
-                remote_path: format!("/in/{}", item.1),
-                bytes: 1,
-                sha256: None,
-                verified: crate::ledger::Verified::Size,
-                attempts: 1,
-                status: FileStatus::Delivered,
-                note: None,
-            };
+            let o = delivered(item, 1);
             let open = self.open.clone();
             Ok(Done::Later(Box::pin(async move {
                 open.fetch_sub(1, SeqCst);

@@ -213,8 +213,7 @@ fn more_sessions(engine: &Engine, job: &Job, unfinished: usize, listed: &[Remote
             break;
         }
         let delivered = engine
-            .ledger(|l| l.delivered_named(&job.name, "pull", &e.name, e.size))
-            .map(|d| !d.is_empty())
+            .ledger(|l| l.has_delivered_named(&job.name, "pull", &e.name, e.size))
             .unwrap_or(false);
         if !delivered {
             files += 1;
@@ -541,6 +540,13 @@ impl Owed {
     }
 }
 
+/// A step the ledger gave no answer for is not taken as recorded.
+fn no_result() -> Result<(), Failure> {
+    Err(Failure::Permanent(
+        "ledger: no result for this file's steps".into(),
+    ))
+}
+
 fn ledger_failed(e: &anyhow::Error) -> Failure {
     Failure::Permanent(format!("ledger: {e:#}"))
 }
@@ -608,11 +614,11 @@ fn finish_batch(
     let mut results = record_each(engine, &steps).into_iter();
     drop(steps);
     for o in owed {
-        o.answer(results.next().unwrap_or(Ok(())));
+        o.answer(results.next().unwrap_or_else(no_result));
     }
     let recorded: Vec<Result<(), Failure>> = synced
         .into_iter()
-        .map(|s| s.and(results.next().unwrap_or(Ok(()))))
+        .map(|s| s.and(results.next().unwrap_or_else(no_result)))
         .collect();
     // 3. Placed, each; then the folder synced once for them all.
     let mut placed: Vec<Result<Placed, Failure>> = batch

@@ -669,10 +669,10 @@ const TLS_READ_BUFFER: usize = 128 * 1024;
 /// still buffered. OpenSSL writes each record to the socket before it
 /// reports it written, so it needs none of that.
 ///
-/// rustls reads the socket 4 KiB at a time (its deframer's `READ_SIZE`):
-/// one syscall per 4 KiB, 131,072 for a 512 MiB download. Its socket is
-/// read through a [`TLS_READ_BUFFER`] buffer instead, one syscall for
-/// whatever has arrived, up to that much.
+/// rustls asks its socket for little at a time (its deframer grows its
+/// buffer by `READ_SIZE`, 4 KiB, per read): measured, 4,348 `recvfrom`
+/// calls for a 64 MiB download, about one per TLS record. Its socket is
+/// read through a [`TLS_READ_BUFFER`] buffer instead: 573 calls.
 #[derive(Debug)]
 pub enum TlsStream {
     Rustls(Box<tokio_rustls::client::TlsStream<tokio::io::BufReader<TcpStream>>>),
